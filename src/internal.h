@@ -1,0 +1,301 @@
+/* Internal structures shared across src/. Never installed.
+ *
+ * Design notes.
+ *
+ * A task ends exactly once: pbl__task_settle() is the only place that moves
+ * a task to an end state, under its stripe lock. Its callback runs once,
+ * later, on the loop thread (pbl__task_deliver()).
+ *
+ * Threads. A binding (pbl_loop_t) has one loop thread. Fields marked
+ * "loop" are touched only there. Fields marked "stripe" are guarded by the
+ * task's stripe lock (pbl__task_lock()). Other threads reach the loop
+ * through the inbox (pl->in_lock + one uv_async_t): submissions and
+ * callback deliveries are queued there, and the async is sent once per
+ * batch.
+ *
+ * Lock order: a stripe lock may be taken with nothing held, or while
+ * holding in_lock is forbidden: take in_lock last, never call out with it.
+ *
+ * Ownership. A task's references: the caller's (if it asked for the task),
+ * and the flight reference, held from creation until the task retires on
+ * the loop thread (ended, callback delivered, and every in-flight hold --
+ * uv request, timer, child -- released). A binding's memory is reference
+ * counted by its tasks and pools, so a task outliving its binding stays
+ * readable.
+ */
+#ifndef PBL_INTERNAL_H
+#define PBL_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pebble.h"
+#include "queue.h"
+
+#define PBL__TASK_MAGIC 0x7062746bu /* "pbtk" */
+#define PBL__LOOP_MAGIC 0x70626c70u /* "pblp" */
+#define PBL__DEAD_MAGIC 0xdeadbeefu
+
+#define PBL__VALID_TASK(t) ((t) != NULL && (t)->magic == PBL__TASK_MAGIC)
+#define PBL__VALID_LOOP(l) ((l) != NULL && (l)->magic == PBL__LOOP_MAGIC)
+
+#define PBL__ENDED(state) ((state) >= PBL_DONE)
+
+#define PBL__CONTAINER_OF(ptr, type, member)                                \
+  ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* ---- allocation (alloc.c): errno-preserving, one seam for tests ---- */
+void *pbl__malloc(size_t n);
+void *pbl__calloc(size_t n, size_t size);
+void *pbl__realloc(void *p, size_t n);
+void pbl__free(void *p);
+char *pbl__strdup(const char *s);
+char *pbl__vasprintf(const char *fmt, va_list ap);
+
+/* ---- task kinds ---- */
+
+/* What process kinds know of their child. pid is set while the task
+ * runs (atomic: any thread may read it); the rest is end data, published
+ * by the task's state. */
+typedef struct pbl__proc_info {
+  _Atomic int pid;
+  int exit_status;
+  int term_signal;
+  size_t len; /* result bytes: u.result, when DONE */
+  const void *out, *err; /* commands: captured output */
+  size_t out_len, err_len;
+  uint64_t out_dropped, err_dropped;
+} pbl__proc_info;
+
+typedef struct pbl__task_ops {
+  const char *kind;
+  /* Loop thread: begin the work of a task taken from the inbox or
+   * submitted on the loop thread. Takes holds as needed. */
+  void (*start)(pbl_task_t *t);
+  /* Loop thread: the task ended by cancel or timeout while its work may
+   * still be in flight: stop that work. Called once per task at most. */
+  void (*abort)(pbl_task_t *t);
+  /* Any thread: frees what the kind owns. May be NULL. */
+  void (*destroy)(pbl_task_t *t);
+  /* Any thread: words on an end other than a pbl_fail failure, or NULL
+   * for pbl_strerror(err). May be NULL. */
+  const char *(*message)(const pbl_task_t *t);
+  /* Process kinds: their child's info. NULL for thread kinds. */
+  pbl__proc_info *(*proc)(const pbl_task_t *t);
+  /* true if the task's end needs its loop to turn (PBL_EDEADLK rule). */
+  bool needs_loop;
+} pbl__task_ops;
+
+/* Failure recorded by pbl_fail(); published to readers by settle. */
+typedef struct pbl__failure {
+  int code;
+  char msg[]; /* NUL-terminated */
+} pbl__failure;
+
+/* Rarely needed task data, allocated on demand. */
+typedef struct pbl__task_extra {
+  char *name;             /* copied from opts */
+  int64_t timeout_ms;     /* 0: none */
+  int64_t kill_grace_ms;  /* process kinds */
+  uint64_t started_ns;    /* uv_hrtime() at start; written before notice */
+  uv_timer_t *timer;      /* loop; closed before the task retires */
+} pbl__task_extra;
+
+/* A blocked thread (wait.c). Fired under the stripe lock of a task it
+ * waits on; lock order: stripe, then the waiter's own mutex. */
+typedef struct pbl__waiter {
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  bool fired; /* mu */
+} pbl__waiter;
+void pbl__waiter_fire(pbl__waiter *w);
+
+/* Waiter node: one per task a thread waits on. */
+typedef struct pbl__wait_node {
+  struct pbl__wait_node *next;
+  struct pbl__wait_node **pprev;
+  pbl__waiter *w;
+} pbl__wait_node;
+
+/* Stripe-guarded flags (sflags). */
+enum {
+  PBL__S_DELIVERY_QUEUED = 1 << 0, /* a delivery is claimed or on its way */
+  PBL__S_CB_CALLED = 1 << 1,       /* the callback was invoked */
+  PBL__S_DELIVERED = 1 << 2,       /* the first delivery ran */
+  PBL__S_ABORT_DUE = 1 << 3,       /* ended by cancel/timeout: abort work */
+  PBL__S_LATE_COUNTED = 1 << 4     /* a late delivery counted in active */
+};
+
+/* Loop-thread flags (lflags). */
+enum {
+  PBL__L_LIVE = 1 << 0,      /* in pl->live */
+  PBL__L_STARTED = 1 << 1,   /* taken in by the loop (started or skipped) */
+  PBL__L_ABORTED = 1 << 2,   /* ops->abort ran */
+  PBL__L_DELIVERED = 1 << 3, /* the first delivery ran */
+  PBL__L_RETIRED = 1 << 4,   /* the flight reference was released */
+  PBL__L_KIND = 1 << 5       /* free for the task's kind */
+};
+
+/* Kept to 112 bytes: a thread task (this + uv_work_t) is then 240 bytes,
+ * one 256-byte malloc chunk. */
+struct pbl_task {
+  uint32_t magic;
+  _Atomic uint8_t state;   /* pbl_task_state; release-stored by settle */
+  uint8_t holds;           /* loop: in-flight work not yet finished */
+  uint8_t sflags;          /* stripe */
+  uint8_t lflags;          /* loop */
+  _Atomic uint32_t refs;
+  int32_t err;             /* end code; published by state */
+  uint64_t id;
+  pbl_loop_t *loop;
+  const pbl__task_ops *ops;
+  pbl_done_cb on_done;     /* stripe */
+  void *data;              /* stripe */
+  union {
+    pbl_thread_fn fn;      /* thread kinds, until the function starts */
+    void *result;          /* state DONE: the result */
+    pbl__failure *failure; /* state FAILED: pbl_fail's record, or NULL */
+  } u;                     /* published by state */
+  pbl__task_extra *x;      /* set at creation or never */
+  pbl__wait_node *waiters; /* stripe */
+  pbl_task_t *in_next;     /* inbox link (in_lock) */
+  pbl_task_t *done_next;   /* inbox link (in_lock) */
+  QUEUE live;              /* loop: pl->live */
+};
+
+/* ---- the binding ---- */
+
+struct pbl_loop {
+  uint32_t magic;
+  _Atomic uint32_t refs;   /* the binding itself + tasks + pools */
+  uv_loop_t *uv;
+  uv_thread_t thread;      /* the loop thread */
+  uv_async_t async;        /* inbox wake-up; ref'd while tasks are live */
+  bool is_default;
+
+  uv_mutex_t in_lock;      /* guards the inbox fields below */
+  pbl_task_t *in_head, *in_tail;     /* submissions, FIFO */
+  pbl_task_t *done_head, *done_tail; /* deliveries, FIFO */
+  bool in_closed;          /* no more posts: the async is closing */
+  bool close_requested;    /* a foreign thread asked to close */
+  void (*close_req_cb)(pbl_loop_t *);
+
+  /* loop thread only */
+  QUEUE live;              /* tasks started and not retired */
+  size_t active;           /* live tasks + loop-posted late deliveries */
+  _Atomic bool closing;    /* set on the loop thread; read anywhere */
+  bool closed;             /* closed_cb was called */
+  bool async_refd;
+  void (*closed_cb)(pbl_loop_t *);
+  QUEUE members;           /* pools bound to this loop */
+};
+
+/* Something bound to a loop that must end before the loop closes. */
+typedef struct pbl__member {
+  QUEUE link;
+  /* loop thread: the loop is closing; end everything, then call
+   * pbl__loop_member_gone() once no handle remains. */
+  void (*close)(struct pbl__member *m);
+} pbl__member;
+
+/* loop.c */
+bool pbl__on_loop_thread(const pbl_loop_t *pl);
+void pbl__loop_ref(pbl_loop_t *pl);
+void pbl__loop_unref(pbl_loop_t *pl);
+/* Starts t on the loop thread, or hands it over through the inbox.
+ * Returns 0 or PBL_ECLOSED (then the caller still owns t). */
+int pbl__loop_submit(pbl_loop_t *pl, pbl_task_t *t);
+/* Any thread: queue t to be taken in (pbl__task_take_in) or delivered
+ * (pbl__task_deliver) on the loop thread. 0 or PBL_ECLOSED. */
+int pbl__loop_post_in(pbl_loop_t *pl, pbl_task_t *t);
+int pbl__loop_post_delivery(pbl_loop_t *pl, pbl_task_t *t);
+/* Loop thread: close even the default binding (at exit). */
+void pbl__loop_close_internal(pbl_loop_t *pl, void (*cb)(pbl_loop_t *));
+void pbl__loop_track(pbl_loop_t *pl, pbl_task_t *t);
+void pbl__loop_untrack(pbl_loop_t *pl, pbl_task_t *t);
+void pbl__loop_hold(pbl_loop_t *pl);
+void pbl__loop_drop(pbl_loop_t *pl);
+void pbl__loop_member_add(pbl_loop_t *pl, pbl__member *m);
+void pbl__loop_member_gone(pbl_loop_t *pl, pbl__member *m);
+bool pbl__loop_is_closing(const pbl_loop_t *pl);
+
+/* task.c */
+void pbl__task_lock(const pbl_task_t *t);
+void pbl__task_unlock(const pbl_task_t *t);
+/* Allocates a zeroed task of `size` bytes (>= sizeof(pbl_task_t)) with
+ * its flight reference, plus one for the caller if want_ref. Copies opts
+ * (validated here: UV_EINVAL). Returns 0, UV_EINVAL or UV_ENOMEM; on error
+ * nothing is left behind. */
+int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
+                  const pbl_task_opts *opts, bool want_ref, pbl_task_t **out);
+/* Frees a task that was never submitted (its creator's error path). */
+void pbl__task_discard(pbl_task_t *t);
+/* Marks a pending task running. Returns false if it already ended. Any
+ * thread, lock-free. */
+bool pbl__task_begin(pbl_task_t *t);
+
+/* Who delivers the callback after an end. */
+typedef enum {
+  PBL__DELIVER_LATER, /* the loop finds it later: pbl__task_deliver_due() */
+  PBL__DELIVER_NOW,   /* loop thread, inside a uv callback: at once */
+  PBL__DELIVER_POST   /* any thread: through the inbox, a later turn */
+} pbl__deliver_mode;
+
+/* The only way to end a task. Moves t to `end` with `err`; `result`
+ * (DONE) and `failure` (FAILED; taken over, freed if unused) are published
+ * with the state. Wakes waiters, then delivers as `mode` says. Returns
+ * true for the single caller that ended the task. Thread: any, but
+ * PBL__DELIVER_NOW only on the loop thread. */
+bool pbl__task_end(pbl_task_t *t, pbl_task_state end, int err, void *result,
+                   pbl__failure *failure, pbl__deliver_mode mode);
+/* Loop thread: delivers the callback of an ended task nobody claimed. */
+void pbl__task_deliver_due(pbl_task_t *t);
+/* Loop thread: a delivery taken from the inbox. */
+void pbl__task_deliver(pbl_task_t *t);
+/* Loop thread: in-flight holds; the task retires when the last is dropped
+ * and its callback was delivered. */
+void pbl__task_hold(pbl_task_t *t);
+void pbl__task_drop(pbl_task_t *t);
+/* Loop thread: a task taken from the inbox or submitted on the loop. */
+void pbl__task_take_in(pbl_task_t *t);
+/* Loop thread: the binding closes: cancel this live task. */
+void pbl__task_close_cancel(pbl_task_t *t);
+/* true once t ended, for pbl_cancelled(). */
+static inline bool pbl__task_ended(const pbl_task_t *t) {
+  return PBL__ENDED(atomic_load_explicit(&((pbl_task_t *)t)->state,
+                                         memory_order_acquire));
+}
+pbl__failure *pbl__failure_new(int code, const char *msg);
+
+/* timeout.c: loop thread. Arms the task's timer for what remains of its
+ * timeout, counted from x->started_ns. Takes a hold until closed. */
+void pbl__timeout_arm(pbl_task_t *t);
+void pbl__timeout_disarm(pbl_task_t *t);
+
+/* run context (thread-task.c): what pbl_fail/pbl_cancelled act on. */
+typedef struct pbl__run_ctx {
+  void (*fail)(struct pbl__run_ctx *c, int code, const char *msg);
+  bool (*cancelled)(struct pbl__run_ctx *c);
+  void *self;
+} pbl__run_ctx;
+pbl__run_ctx *pbl__run_enter(pbl__run_ctx *c);  /* returns the previous */
+void pbl__run_leave(pbl__run_ctx *prev);
+
+/* Runs fn(arg) for thread task t with pbl_fail/pbl_cancelled bound to it.
+ * Afterwards r->failed tells whether pbl_fail was called, r->failure
+ * holds its record (may be NULL if out of memory; owned by the caller). */
+typedef struct pbl__thread_run {
+  pbl__run_ctx ctx;
+  bool failed;
+  pbl__failure *failure;
+} pbl__thread_run;
+void *pbl__thread_invoke(pbl_task_t *t, pbl_thread_fn fn, void *arg,
+                         pbl__thread_run *r);
+size_t pbl__thread_task_size(void); /* for the memory benchmark */
+
+/* ids */
+uint64_t pbl__next_id(void);
+
+#endif /* PBL_INTERNAL_H */

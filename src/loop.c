@@ -1,0 +1,280 @@
+/* The binding of the library to a uv loop: the inbox through which other
+ * threads reach the loop thread, loop liveness, and the close sequence.
+ *
+ * Design notes.
+ *
+ * The inbox holds two FIFO lists under in_lock: tasks to take in
+ * (submissions from other threads, and "started" notices from worker
+ * threads) and tasks whose callback is due. A poster that finds the inbox
+ * empty sends the one uv_async_t; later posts ride on that send (one
+ * uv_async_send per batch). The send happens under in_lock so that no send
+ * can race with the uv_close() of the async (in_closed is set under the
+ * same lock first).
+ *
+ * Liveness: the async is ref'd while `active` > 0 (tasks taken in and not
+ * retired, and late deliveries posted on the loop thread) or while the
+ * binding closes, so uv_run(UV_RUN_DEFAULT) returns once no task is left.
+ *
+ * Close: cancel every live task and close every member (pool); once no
+ * task, member or inbox entry is left, close the async; its close callback
+ * calls closed_cb. The binding's memory lives on while tasks or pools
+ * still reference it.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+static void on_async(uv_async_t *a);
+static void maybe_finish_close(pbl_loop_t *pl);
+static void close_now(pbl_loop_t *pl, void (*cb)(pbl_loop_t *));
+
+bool pbl__on_loop_thread(const pbl_loop_t *pl) {
+  uv_thread_t self = uv_thread_self();
+  return uv_thread_equal(&pl->thread, &self) != 0;
+}
+
+bool pbl__loop_is_closing(const pbl_loop_t *pl) {
+  return atomic_load_explicit(&((pbl_loop_t *)pl)->closing,
+                              memory_order_acquire);
+}
+
+void pbl__loop_ref(pbl_loop_t *pl) {
+  atomic_fetch_add_explicit(&pl->refs, 1, memory_order_relaxed);
+}
+
+void pbl__loop_unref(pbl_loop_t *pl) {
+  if (atomic_fetch_sub_explicit(&pl->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  uv_mutex_destroy(&pl->in_lock);
+  pl->magic = PBL__DEAD_MAGIC;
+  pbl__free(pl);
+}
+
+/* Loop thread: the async keeps the loop alive exactly while needed. */
+static void update_ref(pbl_loop_t *pl) {
+  bool want = pl->active > 0 || pbl__loop_is_closing(pl);
+  if (pl->closed || want == pl->async_refd)
+    return;
+  pl->async_refd = want;
+  if (want)
+    uv_ref((uv_handle_t *)&pl->async);
+  else
+    uv_unref((uv_handle_t *)&pl->async);
+}
+
+void pbl__loop_hold(pbl_loop_t *pl) {
+  pl->active++;
+  update_ref(pl);
+}
+
+void pbl__loop_drop(pbl_loop_t *pl) {
+  pl->active--;
+  update_ref(pl);
+  maybe_finish_close(pl);
+}
+
+void pbl__loop_track(pbl_loop_t *pl, pbl_task_t *t) {
+  QUEUE_INSERT_TAIL(&pl->live, &t->live);
+  t->lflags |= PBL__L_LIVE;
+  pbl__loop_hold(pl);
+}
+
+void pbl__loop_untrack(pbl_loop_t *pl, pbl_task_t *t) {
+  QUEUE_REMOVE(&t->live);
+  t->lflags &= (uint8_t)~PBL__L_LIVE;
+  pbl__loop_drop(pl);
+}
+
+int pbl_loop_new(uv_loop_t *loop, pbl_loop_t **out) {
+  if (loop == NULL || out == NULL)
+    return UV_EINVAL;
+  pbl_loop_t *pl = pbl__calloc(1, sizeof(*pl));
+  if (pl == NULL)
+    return UV_ENOMEM;
+  int err = uv_mutex_init(&pl->in_lock);
+  if (err != 0) {
+    pbl__free(pl);
+    return err;
+  }
+  err = uv_async_init(loop, &pl->async, on_async);
+  if (err != 0) {
+    uv_mutex_destroy(&pl->in_lock);
+    pbl__free(pl);
+    return err;
+  }
+  uv_unref((uv_handle_t *)&pl->async); /* an idle binding is not work */
+  pl->async.data = pl;
+  pl->magic = PBL__LOOP_MAGIC;
+  atomic_init(&pl->refs, 1);
+  atomic_init(&pl->closing, false);
+  pl->uv = loop;
+  pl->thread = uv_thread_self();
+  QUEUE_INIT(&pl->live);
+  QUEUE_INIT(&pl->members);
+  *out = pl;
+  return 0;
+}
+
+uv_loop_t *pbl_loop_uv(const pbl_loop_t *pl) {
+  return PBL__VALID_LOOP(pl) ? pl->uv : NULL;
+}
+
+/* Any thread. Appends under in_lock; the poster that makes the inbox
+ * non-empty wakes the loop. */
+static int post(pbl_loop_t *pl, pbl_task_t *t, bool delivery) {
+  uv_mutex_lock(&pl->in_lock);
+  if (pl->in_closed) {
+    uv_mutex_unlock(&pl->in_lock);
+    return PBL_ECLOSED;
+  }
+  bool was_empty = pl->in_head == NULL && pl->done_head == NULL &&
+                   !pl->close_requested;
+  if (delivery) {
+    t->done_next = NULL;
+    if (pl->done_tail != NULL)
+      pl->done_tail->done_next = t;
+    else
+      pl->done_head = t;
+    pl->done_tail = t;
+  } else {
+    t->in_next = NULL;
+    if (pl->in_tail != NULL)
+      pl->in_tail->in_next = t;
+    else
+      pl->in_head = t;
+    pl->in_tail = t;
+  }
+  if (was_empty)
+    uv_async_send(&pl->async);
+  uv_mutex_unlock(&pl->in_lock);
+  return 0;
+}
+
+int pbl__loop_submit(pbl_loop_t *pl, pbl_task_t *t) {
+  if (pbl__loop_is_closing(pl))
+    return PBL_ECLOSED;
+  if (pbl__on_loop_thread(pl)) {
+    pbl__task_take_in(t);
+    return 0;
+  }
+  return post(pl, t, false);
+}
+
+int pbl__loop_post_in(pbl_loop_t *pl, pbl_task_t *t) {
+  return post(pl, t, false);
+}
+
+int pbl__loop_post_delivery(pbl_loop_t *pl, pbl_task_t *t) {
+  return post(pl, t, true);
+}
+
+/* Loop thread: everything other threads handed over since the last turn.
+ * Takes are processed before deliveries: a task cancelled while still in
+ * the inbox is taken in (and skipped) before its callback runs. */
+static void on_async(uv_async_t *a) {
+  pbl_loop_t *pl = a->data;
+  uv_mutex_lock(&pl->in_lock);
+  pbl_task_t *in = pl->in_head;
+  pbl_task_t *done = pl->done_head;
+  bool close_req = pl->close_requested;
+  void (*close_cb)(pbl_loop_t *) = pl->close_req_cb;
+  pl->in_head = pl->in_tail = NULL;
+  pl->done_head = pl->done_tail = NULL;
+  pl->close_requested = false;
+  uv_mutex_unlock(&pl->in_lock);
+  /* Posts made from here on find the inbox empty and send again. */
+  while (in != NULL) {
+    pbl_task_t *next = in->in_next;
+    pbl__task_take_in(in);
+    in = next;
+  }
+  while (done != NULL) {
+    pbl_task_t *next = done->done_next; /* the callback may free done */
+    pbl__task_deliver(done);
+    done = next;
+  }
+  if (close_req)
+    close_now(pl, close_cb);
+  maybe_finish_close(pl);
+}
+
+void pbl__loop_member_add(pbl_loop_t *pl, pbl__member *m) {
+  QUEUE_INSERT_TAIL(&pl->members, &m->link);
+  pbl__loop_ref(pl);
+}
+
+void pbl__loop_member_gone(pbl_loop_t *pl, pbl__member *m) {
+  QUEUE_REMOVE(&m->link);
+  maybe_finish_close(pl);
+  pbl__loop_unref(pl);
+}
+
+static void on_async_closed(uv_handle_t *h) {
+  pbl_loop_t *pl = h->data;
+  void (*cb)(pbl_loop_t *) = pl->closed_cb;
+  pl->closed = true;
+  if (cb != NULL)
+    cb(pl);
+  pbl__loop_unref(pl); /* the binding's own reference */
+}
+
+static void maybe_finish_close(pbl_loop_t *pl) {
+  if (!pbl__loop_is_closing(pl) || pl->closed || pl->active > 0 ||
+      !QUEUE_EMPTY(&pl->live) || !QUEUE_EMPTY(&pl->members))
+    return;
+  uv_mutex_lock(&pl->in_lock);
+  bool busy = pl->in_closed || pl->in_head != NULL || pl->done_head != NULL ||
+              pl->close_requested;
+  if (!busy)
+    pl->in_closed = true;
+  uv_mutex_unlock(&pl->in_lock);
+  if (!busy)
+    uv_close((uv_handle_t *)&pl->async, on_async_closed);
+}
+
+static void close_now(pbl_loop_t *pl, void (*cb)(pbl_loop_t *)) {
+  if (pbl__loop_is_closing(pl))
+    return;
+  atomic_store_explicit(&pl->closing, true, memory_order_release);
+  pl->closed_cb = cb;
+  update_ref(pl);
+  /* Members first: a pool's tasks are live tasks too, and the pool wants
+   * to end them its own way (killing workers, joining threads). */
+  QUEUE *q = QUEUE_HEAD(&pl->members);
+  while (q != &pl->members) {
+    pbl__member *m = QUEUE_DATA(q, pbl__member, link);
+    q = q->next; /* m->close may remove m */
+    m->close(m);
+  }
+  q = QUEUE_HEAD(&pl->live);
+  while (q != &pl->live) {
+    pbl_task_t *t = QUEUE_DATA(q, pbl_task_t, live);
+    q = q->next;
+    pbl__task_close_cancel(t);
+  }
+  /* Tasks still in the inbox have an async send pending: the drain takes
+   * them in and cancels them. */
+  maybe_finish_close(pl);
+}
+
+void pbl__loop_close_internal(pbl_loop_t *pl, void (*cb)(pbl_loop_t *)) {
+  close_now(pl, cb);
+}
+
+void pbl_loop_close(pbl_loop_t *pl, void (*closed_cb)(pbl_loop_t *)) {
+  if (!PBL__VALID_LOOP(pl) || pl->is_default)
+    return;
+  if (pbl__on_loop_thread(pl)) {
+    close_now(pl, closed_cb);
+    return;
+  }
+  uv_mutex_lock(&pl->in_lock);
+  if (!pl->in_closed && !pl->close_requested) {
+    bool was_empty = pl->in_head == NULL && pl->done_head == NULL;
+    pl->close_requested = true;
+    pl->close_req_cb = closed_cb;
+    if (was_empty)
+      uv_async_send(&pl->async);
+  }
+  uv_mutex_unlock(&pl->in_lock);
+}

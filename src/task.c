@@ -1,0 +1,447 @@
+/* The task: references, the one way to end it, callback delivery and
+ * retirement.
+ *
+ * Design notes.
+ *
+ * A task ends exactly once, in pbl__task_end(), under its stripe lock:
+ * the end data (err, result or failure) is written, then the state is
+ * release-stored, then waiters are woken. Readers that see an end state
+ * (acquire) see the end data. The only lock-free transition is
+ * PENDING -> RUNNING (pbl__task_begin), which touches no end data.
+ *
+ * Delivery: whoever ends a task also decides, in the same critical
+ * section, who runs its callback: the ender at once (on the loop thread,
+ * inside a uv callback), the inbox (a later turn), or nobody yet, in which
+ * case the loop finds the ended task when its work completes
+ * (pbl__task_deliver_due). S_DELIVERY_QUEUED makes that choice exclusive.
+ *
+ * A task retires on the loop thread once its first delivery ran and no
+ * hold (uv request, timer, child handle) is left: it leaves the live list
+ * and drops its flight reference.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+/* Tasks share 64 statically initialised locks (uv_mutex_t is a
+ * pthread_mutex_t on Unix): a mutex per task would cost 40 bytes each. */
+#define STRIPES 64 /* power of two */
+#define M PTHREAD_MUTEX_INITIALIZER
+#define M8 M, M, M, M, M, M, M, M
+static uv_mutex_t stripes[STRIPES] = {M8, M8, M8, M8, M8, M8, M8, M8};
+#undef M8
+#undef M
+
+void pbl__task_lock(const pbl_task_t *t) {
+  uv_mutex_lock(&stripes[t->id & (STRIPES - 1)]);
+}
+
+void pbl__task_unlock(const pbl_task_t *t) {
+  uv_mutex_unlock(&stripes[t->id & (STRIPES - 1)]);
+}
+
+uint64_t pbl__next_id(void) {
+  static _Atomic uint64_t next = 1;
+  return atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
+}
+
+pbl__failure *pbl__failure_new(int code, const char *msg) {
+  size_t n = msg != NULL ? strlen(msg) : 0;
+  pbl__failure *f = pbl__malloc(sizeof(*f) + n + 1);
+  if (f == NULL)
+    return NULL;
+  f->code = code;
+  if (n > 0)
+    memcpy(f->msg, msg, n);
+  f->msg[n] = '\0';
+  return f;
+}
+
+static int opts_valid(const pbl_task_opts *o) {
+  return o == NULL || (o->timeout_ms >= 0 && o->kill_grace_ms >= 0);
+}
+
+int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
+                  const pbl_task_opts *opts, bool want_ref, pbl_task_t **out) {
+  if (!PBL__VALID_LOOP(pl) || !opts_valid(opts) || size < sizeof(pbl_task_t))
+    return UV_EINVAL;
+  pbl_task_t *t = pbl__calloc(1, size);
+  if (t == NULL)
+    return UV_ENOMEM;
+  if (opts != NULL && (opts->name != NULL || opts->timeout_ms > 0 ||
+                       opts->kill_grace_ms > 0)) {
+    t->x = pbl__calloc(1, sizeof(*t->x));
+    if (t->x == NULL)
+      goto nomem;
+    if (opts->name != NULL) {
+      t->x->name = pbl__strdup(opts->name);
+      if (t->x->name == NULL)
+        goto nomem;
+    }
+    t->x->timeout_ms = opts->timeout_ms;
+    t->x->kill_grace_ms = opts->kill_grace_ms;
+  }
+  t->magic = PBL__TASK_MAGIC;
+  atomic_init(&t->state, PBL_PENDING);
+  atomic_init(&t->refs, want_ref ? 2u : 1u);
+  t->id = pbl__next_id();
+  t->loop = pl;
+  t->ops = ops;
+  if (opts != NULL) {
+    t->on_done = opts->on_done;
+    t->data = opts->data;
+  }
+  QUEUE_INIT(&t->live);
+  pbl__loop_ref(pl);
+  *out = t;
+  return 0;
+nomem:
+  if (t->x != NULL)
+    pbl__free(t->x->name);
+  pbl__free(t->x);
+  pbl__free(t);
+  return UV_ENOMEM;
+}
+
+static void task_free(pbl_task_t *t) {
+  pbl_loop_t *pl = t->loop;
+  if (t->ops->destroy != NULL)
+    t->ops->destroy(t);
+  if (atomic_load(&t->state) == PBL_FAILED)
+    pbl__free(t->u.failure);
+  if (t->x != NULL) {
+    pbl__free(t->x->name);
+    pbl__free(t->x);
+  }
+  t->magic = PBL__DEAD_MAGIC;
+  pbl__free(t);
+  pbl__loop_unref(pl);
+}
+
+void pbl__task_discard(pbl_task_t *t) {
+  task_free(t);
+}
+
+pbl_task_t *pbl_task_retain(pbl_task_t *t) {
+  if (!PBL__VALID_TASK(t))
+    return NULL;
+  atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+  return t;
+}
+
+void pbl_task_release(pbl_task_t *t) {
+  if (!PBL__VALID_TASK(t))
+    return;
+  if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+    task_free(t);
+}
+
+bool pbl__task_begin(pbl_task_t *t) {
+  uint8_t expect = PBL_PENDING;
+  return atomic_compare_exchange_strong_explicit(
+      &t->state, &expect, PBL_RUNNING, memory_order_acq_rel,
+      memory_order_acquire);
+}
+
+/* Stripe lock held. */
+static void wake_waiters(pbl_task_t *t) {
+  for (pbl__wait_node *n = t->waiters; n != NULL; n = n->next)
+    pbl__waiter_fire(n->w);
+}
+
+bool pbl__task_end(pbl_task_t *t, pbl_task_state end, int err, void *result,
+                   pbl__failure *failure, pbl__deliver_mode mode) {
+  pbl__task_lock(t);
+  if (PBL__ENDED(atomic_load_explicit(&t->state, memory_order_relaxed))) {
+    pbl__task_unlock(t);
+    pbl__free(failure); /* cancel, timeout or the worker already won */
+    return false;
+  }
+  t->err = err;
+  if (end == PBL_DONE) {
+    t->u.result = result;
+  } else if (end == PBL_FAILED) {
+    t->u.failure = failure;
+    failure = NULL;
+  }
+  if (end == PBL_CANCELLED || end == PBL_TIMED_OUT)
+    t->sflags |= PBL__S_ABORT_DUE;
+  if (mode != PBL__DELIVER_LATER)
+    t->sflags |= PBL__S_DELIVERY_QUEUED;
+  atomic_store_explicit(&t->state, (uint8_t)end, memory_order_release);
+  wake_waiters(t);
+  pbl__task_unlock(t);
+  pbl__free(failure);
+  if (mode == PBL__DELIVER_NOW)
+    pbl__task_deliver(t);
+  else if (mode == PBL__DELIVER_POST)
+    (void)pbl__loop_post_delivery(t->loop, t); /* live: cannot be closed */
+  return true;
+}
+
+/* Loop thread. Stops the work of a task ended by cancel or timeout. */
+static void abort_work(pbl_task_t *t) {
+  if ((t->lflags & (PBL__L_STARTED | PBL__L_ABORTED)) != PBL__L_STARTED ||
+      t->holds == 0 || t->ops->abort == NULL)
+    return;
+  t->lflags |= PBL__L_ABORTED;
+  t->ops->abort(t);
+}
+
+static void maybe_retire(pbl_task_t *t) {
+  if (t->holds != 0 || (t->lflags & PBL__L_DELIVERED) == 0 ||
+      (t->lflags & PBL__L_RETIRED) != 0)
+    return;
+  t->lflags |= PBL__L_RETIRED;
+  if (t->lflags & PBL__L_LIVE)
+    pbl__loop_untrack(t->loop, t);
+  pbl_task_release(t); /* the flight reference */
+}
+
+void pbl__task_deliver(pbl_task_t *t) {
+  pbl__task_lock(t);
+  t->sflags &= (uint8_t)~PBL__S_DELIVERY_QUEUED;
+  pbl_done_cb cb = t->on_done;
+  void *data = t->data;
+  if (cb != NULL)
+    t->sflags |= PBL__S_CB_CALLED;
+  bool late_counted = (t->sflags & PBL__S_LATE_COUNTED) != 0;
+  bool abort_due = (t->sflags & PBL__S_ABORT_DUE) != 0;
+  t->sflags &= (uint8_t)~PBL__S_LATE_COUNTED;
+  t->sflags |= PBL__S_DELIVERED;
+  pbl__task_unlock(t);
+
+  bool first = (t->lflags & PBL__L_DELIVERED) == 0;
+  t->lflags |= PBL__L_DELIVERED;
+  if (abort_due)
+    abort_work(t); /* callbacks after the work was told to stop */
+  if (cb != NULL)
+    cb(t, data); /* may release the caller's reference, never ours */
+  if (first) {
+    maybe_retire(t);
+    return;
+  }
+  pbl_loop_t *pl = t->loop;
+  if (late_counted)
+    pbl__loop_drop(pl);
+  pbl_task_release(t); /* the late delivery's reference */
+}
+
+void pbl__task_deliver_due(pbl_task_t *t) {
+  pbl__task_lock(t);
+  bool due = PBL__ENDED(atomic_load_explicit(&t->state, memory_order_relaxed)) &&
+             (t->sflags & (PBL__S_DELIVERY_QUEUED | PBL__S_DELIVERED)) == 0;
+  if (due)
+    t->sflags |= PBL__S_DELIVERY_QUEUED;
+  pbl__task_unlock(t);
+  if (due)
+    pbl__task_deliver(t);
+}
+
+void pbl__task_hold(pbl_task_t *t) {
+  t->holds++;
+}
+
+void pbl__task_drop(pbl_task_t *t) {
+  if (--t->holds == 0)
+    maybe_retire(t);
+}
+
+void pbl__task_take_in(pbl_task_t *t) {
+  if (t->lflags & PBL__L_STARTED) {
+    /* A worker's notice that the function started: time it out. */
+    if (!pbl__task_ended(t))
+      pbl__timeout_arm(t);
+    pbl_task_release(t); /* the notice's reference */
+    return;
+  }
+  t->lflags |= PBL__L_STARTED;
+  pbl__loop_track(t->loop, t);
+  if (pbl__task_ended(t))
+    return; /* cancelled in the inbox: its delivery follows */
+  if (pbl__loop_is_closing(t->loop)) {
+    pbl__task_end(t, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
+                  PBL__DELIVER_POST);
+    return;
+  }
+  t->ops->start(t);
+}
+
+void pbl__task_close_cancel(pbl_task_t *t) {
+  if (pbl__task_end(t, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
+                    PBL__DELIVER_POST))
+    abort_work(t);
+}
+
+int pbl_task_cancel(pbl_task_t *t) {
+  if (!PBL__VALID_TASK(t))
+    return UV_EINVAL;
+  if (pbl__task_end(t, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
+                    PBL__DELIVER_POST)) {
+    if (pbl__on_loop_thread(t->loop))
+      abort_work(t); /* e.g. uv_cancel() at once; other threads: on delivery */
+    return 0;
+  }
+  return atomic_load_explicit(&t->state, memory_order_acquire) ==
+                 PBL_CANCELLED
+             ? 0
+             : UV_EBUSY;
+}
+
+int pbl_task_on_done(pbl_task_t *t, pbl_done_cb cb, void *data) {
+  if (!PBL__VALID_TASK(t))
+    return UV_EINVAL;
+  pbl_loop_t *pl = t->loop; /* memory kept by the task's reference */
+  bool on_loop = pbl__on_loop_thread(pl);
+  pbl__task_lock(t);
+  if (t->sflags & PBL__S_CB_CALLED) {
+    pbl__task_unlock(t);
+    return UV_EALREADY;
+  }
+  t->on_done = cb;
+  t->data = data;
+  /* Ended, delivered without a callback, and none queued: a late one. */
+  bool post = cb != NULL && (t->sflags & PBL__S_DELIVERED) &&
+              !(t->sflags & PBL__S_DELIVERY_QUEUED);
+  if (post) {
+    t->sflags |= PBL__S_DELIVERY_QUEUED;
+    if (on_loop)
+      t->sflags |= PBL__S_LATE_COUNTED; /* keeps uv_run() going */
+  }
+  pbl__task_unlock(t);
+  if (!post)
+    return 0;
+  pbl_task_retain(t);
+  if (on_loop)
+    pbl__loop_hold(pl);
+  int err = pbl__loop_post_delivery(pl, t);
+  if (err != 0) {
+    pbl__task_lock(t);
+    t->sflags &= (uint8_t)~(PBL__S_DELIVERY_QUEUED | PBL__S_LATE_COUNTED);
+    pbl__task_unlock(t);
+    if (on_loop)
+      pbl__loop_drop(pl);
+    pbl_task_release(t);
+  }
+  return err;
+}
+
+/* ---- accessors ---- */
+
+pbl_task_state pbl_task_state_of(const pbl_task_t *t) {
+  if (!PBL__VALID_TASK(t))
+    return PBL_FAILED;
+  return (pbl_task_state)atomic_load_explicit(&((pbl_task_t *)t)->state,
+                                              memory_order_acquire);
+}
+
+const char *pbl_task_state_name(pbl_task_state s) {
+  switch (s) {
+  case PBL_PENDING:
+    return "pending";
+  case PBL_RUNNING:
+    return "running";
+  case PBL_DONE:
+    return "done";
+  case PBL_FAILED:
+    return "failed";
+  case PBL_CANCELLED:
+    return "cancelled";
+  case PBL_TIMED_OUT:
+    return "timed out";
+  case PBL_EXPIRED:
+    return "expired";
+  }
+  return "invalid";
+}
+
+uint64_t pbl_task_id(const pbl_task_t *t) {
+  return PBL__VALID_TASK(t) ? t->id : 0;
+}
+
+const char *pbl_task_name(const pbl_task_t *t) {
+  return PBL__VALID_TASK(t) && t->x != NULL ? t->x->name : NULL;
+}
+
+int pbl_task_error(const pbl_task_t *t) {
+  if (!PBL__VALID_TASK(t))
+    return UV_EINVAL;
+  return pbl__task_ended(t) ? t->err : 0;
+}
+
+int pbl_task_fail_code(const pbl_task_t *t) {
+  if (pbl_task_state_of(t) != PBL_FAILED || !PBL__VALID_TASK(t))
+    return 0;
+  return t->u.failure != NULL ? t->u.failure->code : 0;
+}
+
+const char *pbl_task_message(const pbl_task_t *t) {
+  if (!PBL__VALID_TASK(t) || !pbl__task_ended(t))
+    return NULL;
+  if (pbl_task_state_of(t) == PBL_FAILED && t->u.failure != NULL &&
+      t->u.failure->msg[0] != '\0')
+    return t->u.failure->msg;
+  const char *m = t->ops->message != NULL ? t->ops->message(t) : NULL;
+  return m != NULL ? m : pbl_strerror(t->err);
+}
+
+static const pbl__proc_info *proc_of(const pbl_task_t *t) {
+  if (!PBL__VALID_TASK(t) || t->ops->proc == NULL)
+    return NULL;
+  return t->ops->proc(t);
+}
+
+/* End data of a process kind, once ended. */
+static const pbl__proc_info *proc_end(const pbl_task_t *t) {
+  const pbl__proc_info *p = proc_of(t);
+  return p != NULL && pbl__task_ended(t) ? p : NULL;
+}
+
+const void *pbl_task_bytes(const pbl_task_t *t, size_t *len) {
+  const pbl__proc_info *p = proc_end(t);
+  bool done = p != NULL && pbl_task_state_of(t) == PBL_DONE;
+  if (len != NULL)
+    *len = done ? p->len : 0;
+  return done ? t->u.result : NULL;
+}
+
+int pbl_task_exit_status(const pbl_task_t *t) {
+  const pbl__proc_info *p = proc_end(t);
+  return p != NULL ? p->exit_status : 0;
+}
+
+int pbl_task_term_signal(const pbl_task_t *t) {
+  const pbl__proc_info *p = proc_end(t);
+  return p != NULL ? p->term_signal : 0;
+}
+
+int pbl_task_pid(const pbl_task_t *t) {
+  const pbl__proc_info *p = proc_of(t);
+  return p != NULL ? atomic_load_explicit(&((pbl__proc_info *)p)->pid,
+                                          memory_order_acquire)
+                   : 0;
+}
+
+const void *pbl_task_stdout(const pbl_task_t *t, size_t *len) {
+  const pbl__proc_info *p = proc_end(t);
+  if (len != NULL)
+    *len = p != NULL ? p->out_len : 0;
+  return p != NULL ? p->out : NULL;
+}
+
+const void *pbl_task_stderr(const pbl_task_t *t, size_t *len) {
+  const pbl__proc_info *p = proc_end(t);
+  if (len != NULL)
+    *len = p != NULL ? p->err_len : 0;
+  return p != NULL ? p->err : NULL;
+}
+
+uint64_t pbl_task_stdout_dropped(const pbl_task_t *t) {
+  const pbl__proc_info *p = proc_end(t);
+  return p != NULL ? p->out_dropped : 0;
+}
+
+uint64_t pbl_task_stderr_dropped(const pbl_task_t *t) {
+  const pbl__proc_info *p = proc_end(t);
+  return p != NULL ? p->err_dropped : 0;
+}
