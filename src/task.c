@@ -375,6 +375,20 @@ int pbl_task_fail_code(const pbl_task_t *t) {
   return t->u.failure != NULL ? t->u.failure->code : 0;
 }
 
+/* Words for an end, when neither pbl_fail nor the kind said more. */
+static const char *end_words(const pbl_task_t *t) {
+  switch (pbl_task_state_of(t)) {
+  case PBL_DONE:
+    return "done";
+  case PBL_CANCELLED:
+    return "cancelled";
+  case PBL_TIMED_OUT:
+    return "timed out";
+  default:
+    return pbl_strerror(t->err);
+  }
+}
+
 const char *pbl_task_message(const pbl_task_t *t) {
   if (!PBL__VALID_TASK(t) || !pbl__task_ended(t))
     return NULL;
@@ -382,7 +396,7 @@ const char *pbl_task_message(const pbl_task_t *t) {
       t->u.failure->msg[0] != '\0')
     return t->u.failure->msg;
   const char *m = t->ops->message != NULL ? t->ops->message(t) : NULL;
-  return m != NULL ? m : pbl_strerror(t->err);
+  return m != NULL ? m : end_words(t);
 }
 
 static const pbl__proc_info *proc_of(const pbl_task_t *t) {
