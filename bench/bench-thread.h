@@ -14,7 +14,7 @@ typedef struct {
   size_t n;         /* tasks a throughput run submits */
   int rounds;       /* rounds of each variant, alternated */
   size_t samples;   /* round trips measured per side */
-  size_t mem_tasks; /* tasks queued behind the blocked pool */
+  size_t mem_tasks; /* tasks queued behind the parked pool */
   unsigned pool;    /* libuv's pool size */
 } thread_bench;
 
@@ -22,7 +22,7 @@ typedef struct {
  * and its `ratio` lines. */
 void thread_throughput(const thread_bench *b);
 void thread_latency(const thread_bench *b);
-void thread_memory(const thread_bench *b);
+void thread_parked(const thread_bench *b);
 
 /* The empty work every part measures. */
 void *bench_empty_fn(void *arg);
