@@ -7,8 +7,10 @@
  *    time to submit them all, then, with the gate open, the time to the
  *    last completion callback. In the burst runs of thread-throughput.c
  *    the pool's wake-ups and lock hand-offs dominate and vary from run to
- *    run; here only each task's own work is counted, which shows where
- *    pebble's overhead lies, and moves little between runs.
+ *    run; here the submit counts only each task's own work on the loop
+ *    thread (steady: within ~10% between runs), which shows where pebble's
+ *    overhead lies. The run phase still has the pool's threads sharing
+ *    the CPUs with the loop thread, and varies more.
  * Pebble fire and forget against raw uv_queue_work with a malloc'd
  * request, in alternating order, medians over the rounds. */
 #include <malloc.h>
