@@ -7,14 +7,12 @@
  * thread and wakes the waiter from there, where raw libuv only learns of
  * the end in after_work, one more wake-up away.
  *
- * One sampling thread alternates blocks of pebble and raw round trips
- * (the order flips each round) while the loop thread runs the loop. */
+ * One sampling thread alternates pebble and raw round trips while the
+ * loop thread runs the loop. */
 #include <stdbool.h>
 
 #include "bench-thread.h"
 #include "raw-inbox.h"
-
-#define ROUNDS 5
 
 typedef struct {
   const thread_bench *b;
@@ -24,7 +22,7 @@ typedef struct {
   uv_cond_t cv;
   bool fired;          /* mu: the raw item's after_work ran */
   uint64_t *peb, *raw; /* samples, ns */
-  size_t warm, per_round;
+  size_t warm, n;
 } lat;
 
 static void raw_after(uv_work_t *req, int status) {
@@ -65,25 +63,19 @@ static uint64_t raw_once(lat *l) {
   return bench_now() - t0;
 }
 
-static void sample(lat *l, bool pebble, uint64_t *out, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    uint64_t dt = pebble ? pebble_once(l) : raw_once(l);
-    if (out != NULL)
-      out[i] = dt;
-  }
-}
-
+/* Samples alternate one by one, the order flipping each pair: placement
+ * on the CPUs (same CPU: a few microseconds, across CPUs: tens) changes
+ * over time, and both sides must see the same mix of it. */
 static void sampler(void *arg) {
   lat *l = arg;
-  sample(l, true, NULL, l->warm);
-  sample(l, false, NULL, l->warm);
-  for (int r = 0; r < ROUNDS; r++) {
-    size_t at = (size_t)r * l->per_round;
-    bool pebble_first = r % 2 == 0;
-    sample(l, pebble_first, (pebble_first ? l->peb : l->raw) + at,
-           l->per_round);
-    sample(l, !pebble_first, (pebble_first ? l->raw : l->peb) + at,
-           l->per_round);
+  for (size_t i = 0; i < l->warm + l->n; i++) {
+    bool pebble_first = i % 2 == 0;
+    uint64_t a = pebble_first ? pebble_once(l) : raw_once(l);
+    uint64_t b = pebble_first ? raw_once(l) : pebble_once(l);
+    if (i < l->warm)
+      continue;
+    l->peb[i - l->warm] = pebble_first ? a : b;
+    l->raw[i - l->warm] = pebble_first ? b : a;
   }
   BENCH_CHECK(uv_async_send(&l->finished));
 }
@@ -105,8 +97,8 @@ static void print_side(const char *name, uint64_t *v, size_t n) {
 }
 
 void thread_latency(const thread_bench *b) {
-  lat l = {.b = b, .warm = b->samples / 10, .per_round = b->samples / ROUNDS};
-  size_t n = l.per_round * ROUNDS;
+  lat l = {.b = b, .warm = b->samples / 10, .n = b->samples};
+  size_t n = l.n;
   l.peb = bench_alloc(n * sizeof(*l.peb));
   l.raw = bench_alloc(n * sizeof(*l.raw));
   BENCH_CHECK(uv_mutex_init(&l.mu));

@@ -182,8 +182,9 @@ void thread_throughput(const thread_bench *b) {
   /* Warm-up: starts the pool's threads and touches the request array. */
   for (int i = 0; i < 2; i++)
     for (int k = 0; k < modes[i].nv; k++)
-      (void)run_once(b, modes[i].vs[k] == RAW_ARRAY ? b->n : b->n / 10,
-                     modes[i].vs[k], modes[i].foreign, array);
+      (void)run_once(
+          b, modes[i].vs[k] == RAW_ARRAY || b->n < 10 ? b->n : b->n / 10,
+          modes[i].vs[k], modes[i].foreign, array);
 
   for (int r = 0; r < b->rounds; r++) {
     for (int i = 0; i < 2; i++) {
