@@ -315,6 +315,46 @@ static void test_close_from_another_thread(void **state) {
   assert_int_equal(uv_loop_close(&uv), 0);
 }
 
+/* ---- libuv's own work is not starved ---- */
+
+typedef struct {
+  _Atomic int tasks_done;
+  int tasks_done_at_stat;
+  bool stat_done;
+} starve_ctx;
+
+static void *busy_10ms(void *arg) {
+  starve_ctx *c = arg;
+  uv_sleep(10); /* the task's work: 10 ms of it */
+  atomic_fetch_add(&c->tasks_done, 1);
+  return NULL;
+}
+
+static void on_stat(uv_fs_t *req) {
+  starve_ctx *c = req->data;
+  c->stat_done = true;
+  c->tasks_done_at_stat = atomic_load(&c->tasks_done);
+  uv_fs_req_cleanup(req);
+}
+
+/* 200 queued 10 ms tasks on a one-thread pool take 2 s; an fs request
+ * queued behind them gets the pool within a runner's budget plus one
+ * task, long before they are all done. */
+static void test_fs_work_is_not_starved(void **state) {
+  pbl_test_fixture *f = *state;
+  starve_ctx c = {0};
+  for (int i = 0; i < 200; i++)
+    assert_int_equal(pbl_thread(f->pl, busy_10ms, &c, NULL, NULL), 0);
+  uv_fs_t req;
+  req.data = &c;
+  assert_int_equal(uv_fs_stat(&f->uv, &req, "/", on_stat), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_true(c.stat_done);
+  assert_int_equal(atomic_load(&c.tasks_done), 200);
+  print_message("fs request done after %d of 200 tasks\n", c.tasks_done_at_stat);
+  assert_true(c.tasks_done_at_stat < 100);
+}
+
 int main(void) {
   /* One pool thread: a gated task blocks the pool. Read once, at the
    * first uv_queue_work. */
@@ -330,6 +370,8 @@ int main(void) {
                                       pbl_test_setup, pbl_test_teardown),
       cmocka_unit_test(test_close_with_tasks_in_flight),
       cmocka_unit_test(test_close_from_another_thread),
+      cmocka_unit_test_setup_teardown(test_fs_work_is_not_starved,
+                                      pbl_test_setup, pbl_test_teardown),
   };
   return cmocka_run_group_tests_name("thread", tests, NULL, NULL);
 }
