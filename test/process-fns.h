@@ -20,7 +20,8 @@ int fn_exit3(const void *in, size_t len, pbl_buf *out);  /* _exit(3) */
 int fn_exit0(const void *in, size_t len, pbl_buf *out);  /* exit(0) */
 /* Sleeps until killed. */
 int fn_sleep(const void *in, size_t len, pbl_buf *out);
-/* Ignores SIGTERM, then sleeps until killed. */
+/* Ignores SIGTERM, makes the file named by the input (if any), then
+ * sleeps until killed. */
 int fn_ignore_term(const void *in, size_t len, pbl_buf *out);
 /* Forks a child that ignores SIGTERM and sleeps; writes its pid (text)
  * to the file named by the input; then sleeps until killed. */
