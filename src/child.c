@@ -141,6 +141,9 @@ void pbl__child_kill(pbl__child *c, uint64_t grace_ms) {
   send_signal(c, SIGTERM);
   c->grace.data = c;
   c->grace_pending = true;
+  /* The loop's clock is from the start of this turn: the grace counts
+   * from now, not from then. */
+  uv_update_time(c->grace.loop);
   uv_timer_start(&c->grace, on_grace, grace_ms, 0);
 }
 

@@ -137,13 +137,12 @@ static int answer(worker *w, uint64_t tag, const pbl__wire_call *call,
   pbl__run_ctx *prev = pbl__run_enter(&r.ctx);
   int rc = fn(call->in, call->in_len, &out);
   pbl__run_leave(prev);
+  char generic[PBL__WIRE_NAME_MAX + 64]; /* the name lives in the payload */
+  snprintf(generic, sizeof(generic),
+           "process function %s failed (returned %d)", call->name, rc);
   pbl__free(payload); /* the input: not kept beside the output */
   int err;
   if (r.failed || rc != 0) {
-    char generic[PBL__WIRE_NAME_MAX + 64];
-    if (!r.failed || r.msg == NULL)
-      snprintf(generic, sizeof(generic),
-               "process function %s failed (returned %d)", call->name, rc);
     err = pbl__wire_batch_fail(&w->out, tag, PBL_EFAILED,
                                r.failed ? r.code : rc,
                                r.msg != NULL ? r.msg : generic);

@@ -110,11 +110,11 @@ int fn_grandchild(const void *in, size_t len, pbl_buf *out) {
     return 1;
   memcpy(path, in, len);
   path[len] = '\0';
+  signal(SIGTERM, SIG_IGN); /* inherited: no window before the child's */
   pid_t pid = fork();
-  if (pid == 0) {
-    signal(SIGTERM, SIG_IGN);
+  if (pid == 0)
     sleep_forever();
-  }
+  signal(SIGTERM, SIG_DFL);
   if (pid < 0)
     return 1;
   char tmp[520];
