@@ -21,6 +21,10 @@ pbl_process_fn pbl__registry_find(const char *name);
 #define PBL__WORKER_EXIT_PROTO 76 /* EX_PROTOCOL: the parent sent garbage */
 #define PBL__WORKER_EXIT_SETUP 71 /* EX_OSERR: no channel, no memory */
 
+/* worker.c: exits if this process was started as a worker but its main()
+ * skipped pbl_worker_main() (it would start workers without end). */
+void pbl__worker_guard(void);
+
 /* Default grace between SIGTERM and SIGKILL. */
 #define PBL__KILL_GRACE_MS 1000
 

@@ -21,6 +21,7 @@ int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
                       pbl__child **out) {
   const char *file = worker_path;
   *out = NULL;
+  pbl__worker_guard();
   if (file == NULL) {
     uv_once(&exe_once, find_exe);
     if (exe_err != 0)

@@ -179,7 +179,27 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   return 0;
 }
 
+/* Started with the worker argument: glibc hands constructors the
+ * program's argv. A worker whose main() never called pbl_worker_main()
+ * runs the program itself, which may start workers of its own, which
+ * would do the same: pbl__worker_guard() stops that. */
+static bool started_as_worker, serving;
+
+__attribute__((constructor)) static void detect(int argc, char **argv) {
+  started_as_worker = argc >= 2 && argv != NULL && argv[1] != NULL &&
+                      strncmp(argv[1], PBL__WORKER_ARG,
+                              strlen(PBL__WORKER_ARG)) == 0;
+}
+
+void pbl__worker_guard(void) {
+  if (started_as_worker && !serving)
+    die(PBL__WORKER_EXIT_SETUP,
+        "started as a worker, but main() did not call pbl_worker_main() "
+        "first: exiting rather than starting workers of its own");
+}
+
 static void serve(long parent) {
+  serving = true;
   setup(parent);
   worker w = {.fd = PBL__WORKER_FD};
   pbl__wire_batch_init(&w.out);

@@ -197,6 +197,19 @@ static void test_worker_path(void **state) {
   pbl_task_release(t);
 }
 
+/* A worker program whose main() skips pbl_worker_main() would run as the
+ * program and start workers of its own: it exits instead. */
+static void test_forgetful_worker(void **state) {
+  F(state);
+  pbl_task_opts o = {.worker_path = getenv("PBL_TEST_FIXTURE")};
+  assert_int_equal(setenv("PBL_FIXTURE_FORGETFUL", "1", 1), 0);
+  pbl_task_t *t = run(f, fn_hello, NULL, 0, &o);
+  assert_int_equal(unsetenv("PBL_FIXTURE_FORGETFUL"), 0);
+  assert_int_equal(pbl_task_state_of(t), PBL_EXPIRED);
+  assert_int_equal(pbl_task_exit_status(t), 71); /* EX_OSERR */
+  pbl_task_release(t);
+}
+
 static void test_malformed_answer(void **state) {
   F(state);
   pbl_task_t *t = run(f, fn_garbage, NULL, 0, NULL);
@@ -321,6 +334,7 @@ int main(int argc, char **argv) {
       T(test_callback_once_on_loop), T(test_fire_and_forget),
       T(test_unregistered),        T(test_registry),
       T(test_worker_path),         T(test_malformed_answer),
+      T(test_forgetful_worker),
       T(test_nested),              T(test_bad_input),
       T(test_deadlock_refused),    T(test_get_from_thread),
       T(test_submit_from_thread),
