@@ -23,8 +23,9 @@
 #include <pebble.h>
 
 #define RAW_ARG "--raw-worker"
-#define CALLS 40            /* round trips per round: short rounds,
-                               many of them, ride out a noisy machine */
+#define CALLS                                                                  \
+  40 /* round trips per round: short rounds,                                   \
+        many of them, ride out a noisy machine */
 #define BIG ((size_t)64 << 20)
 
 static void check(int err, const char *what) {
@@ -115,8 +116,7 @@ static void chain_done(pbl_task_t *t, void *data) {
 static void chain_next(chain *c) {
   pbl_task_opts o = {.on_done = chain_done, .data = c};
   c->left--;
-  check(pbl_process(c->pl, bench_echo, c->in, c->len, &o, NULL),
-        "pbl_process");
+  check(pbl_process(c->pl, bench_echo, c->in, c->len, &o, NULL), "pbl_process");
 }
 
 /* Seconds for `calls` sequential tasks of len bytes each. */
@@ -246,9 +246,12 @@ static void raw_start(raw_chain *c) {
        .data.stream = (uv_stream_t *)&r->ch},
   };
   char *args[] = {(char *)c->exe, RAW_ARG, NULL};
-  uv_process_options_t o = {.exit_cb = raw_exit, .file = c->exe,
-                            .args = args, .flags = UV_PROCESS_DETACHED,
-                            .stdio_count = 4, .stdio = stdio};
+  uv_process_options_t o = {.exit_cb = raw_exit,
+                            .file = c->exe,
+                            .args = args,
+                            .flags = UV_PROCESS_DETACHED,
+                            .stdio_count = 4,
+                            .stdio = stdio};
   r->proc.data = r->ch.data = r;
   check(uv_spawn(c->loop, &r->proc, &o), "uv_spawn");
   check(uv_read_start((uv_stream_t *)&r->ch, raw_alloc, raw_read),

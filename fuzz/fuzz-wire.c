@@ -15,8 +15,8 @@
 static void check_call(const pbl__wire_head *h, const pbl__wire_call *c) {
   pbl__wire_batch b;
   pbl__wire_batch_init(&b);
-  if (pbl__wire_batch_call(&b, h->tag, h->flags, c->name, c->in,
-                           c->in_len) != 0)
+  if (pbl__wire_batch_call(&b, h->tag, h->flags, c->name, c->in, c->in_len) !=
+      0)
     abort(); /* a name the decoder accepts must encode */
   uv_buf_t *bufs;
   size_t n;
@@ -24,8 +24,8 @@ static void check_call(const pbl__wire_head *h, const pbl__wire_call *c) {
       bufs[0].len < PBL__WIRE_HEAD)
     abort();
   pbl__wire_head h2;
-  if (pbl__wire_head_decode((const uint8_t *)bufs[0].base, UINT64_MAX,
-                            &h2) != 0 ||
+  if (pbl__wire_head_decode((const uint8_t *)bufs[0].base, UINT64_MAX, &h2) !=
+          0 ||
       h2.len != h->len || h2.tag != h->tag || h2.flags != h->flags)
     abort();
   pbl__wire_batch_free(&b);

@@ -14,14 +14,14 @@ struct pbl__child {
   uv_process_t proc;
   uv_pipe_t pipes[NPIPES]; /* index: the child's fd */
   uv_timer_t grace;
-  bool pipe_open[NPIPES];  /* initialised, uv_close not yet called */
+  bool pipe_open[NPIPES]; /* initialised, uv_close not yet called */
   bool proc_open, timer_open;
-  unsigned handles;        /* initialised, close callback not yet run */
-  bool exited;             /* reaped (or never started) */
-  bool owner_done;         /* pbl__child_close() was called */
-  bool killing;            /* SIGTERM sent */
+  unsigned handles; /* initialised, close callback not yet run */
+  bool exited;      /* reaped (or never started) */
+  bool owner_done;  /* pbl__child_close() was called */
+  bool killing;     /* SIGTERM sent */
   bool sigkill_sent;
-  bool grace_pending;      /* the grace timer runs */
+  bool grace_pending; /* the grace timer runs */
   int pid;
   pbl__child_exit_cb on_exit;
   pbl__child_closed_cb on_closed;
@@ -203,8 +203,7 @@ static int init_stdio(uv_loop_t *loop, pbl__child *c, unsigned flags,
     stdio[2] = inherit(2);
   }
   if ((flags & PBL__CHILD_CHANNEL) && err == 0)
-    err = init_pipe(loop, c, 3, &stdio[3],
-                    UV_READABLE_PIPE | UV_WRITABLE_PIPE);
+    err = init_pipe(loop, c, 3, &stdio[3], UV_READABLE_PIPE | UV_WRITABLE_PIPE);
   return err;
 }
 
@@ -258,19 +257,22 @@ int pbl__child_spawn(uv_loop_t *loop, const pbl__child_opts *o,
 }
 
 const char *pbl__signal_name(int sig, char *buf, size_t len) {
-  switch (sig) {
-#define SIG(name)                                                           \
-  case name:                                                                \
-    return #name;
-    SIG(SIGHUP) SIG(SIGINT) SIG(SIGQUIT) SIG(SIGILL) SIG(SIGTRAP)
-    SIG(SIGABRT) SIG(SIGBUS) SIG(SIGFPE) SIG(SIGKILL) SIG(SIGUSR1)
-    SIG(SIGSEGV) SIG(SIGUSR2) SIG(SIGPIPE) SIG(SIGALRM) SIG(SIGTERM)
-    SIG(SIGXCPU) SIG(SIGXFSZ) SIG(SIGSYS)
+  static const struct {
+    int sig;
+    const char *name;
+  } names[] = {
+#define SIG(name) {name, #name}
+      SIG(SIGHUP),  SIG(SIGINT),  SIG(SIGQUIT), SIG(SIGILL),  SIG(SIGTRAP),
+      SIG(SIGABRT), SIG(SIGBUS),  SIG(SIGFPE),  SIG(SIGKILL), SIG(SIGUSR1),
+      SIG(SIGSEGV), SIG(SIGUSR2), SIG(SIGPIPE), SIG(SIGALRM), SIG(SIGTERM),
+      SIG(SIGXCPU), SIG(SIGXFSZ), SIG(SIGSYS),
 #undef SIG
-  default:
-    snprintf(buf, len, "SIG%d", sig);
-    return buf;
-  }
+  };
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (names[i].sig == sig)
+      return names[i].name;
+  snprintf(buf, len, "SIG%d", sig);
+  return buf;
 }
 
 char *pbl__exit_words(const char *who, int64_t status, int sig) {

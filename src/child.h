@@ -36,14 +36,14 @@ enum {
 };
 
 typedef struct pbl__child_opts {
-  const char *file;  /* looked up in PATH if it has no slash */
-  char **args;       /* args[0] first, NULL-terminated */
-  char **env;        /* NULL: inherit */
-  const char *cwd;   /* NULL: inherit */
-  unsigned flags;    /* PBL__CHILD_* */
+  const char *file; /* looked up in PATH if it has no slash */
+  char **args;      /* args[0] first, NULL-terminated */
+  char **env;       /* NULL: inherit */
+  const char *cwd;  /* NULL: inherit */
+  unsigned flags;   /* PBL__CHILD_* */
   pbl__child_exit_cb on_exit;
   pbl__child_closed_cb on_closed;
-  void *data;        /* for the callbacks: pbl__child_data() */
+  void *data; /* for the callbacks: pbl__child_data() */
 } pbl__child_opts;
 
 /* Loop thread. Starts a child. Returns 0 and sets *out; or an error: then

@@ -178,15 +178,13 @@ static void finish(process_task *pt) {
     int pid = pbl__child_pid(pt->child);
     if (pt->status == 0 && pt->sig == 0) {
       snprintf(who, sizeof(who),
-               "worker %d exited with status 0 without sending a result",
-               pid);
+               "worker %d exited with status 0 without sending a result", pid);
       pt->words = pbl__strdup(who);
     } else {
       snprintf(who, sizeof(who), "worker %d", pid);
       pt->words = pbl__exit_words(who, pt->status, pt->sig);
     }
-    pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL,
-                  PBL__DELIVER_NOW);
+    pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL, PBL__DELIVER_NOW);
   }
   pbl__child_close(pt->child);
 }
@@ -220,8 +218,7 @@ static void send_call(process_task *pt) {
 
 static void process_start(pbl_task_t *t) {
   process_task *pt = (process_task *)t;
-  int err = pbl__wire_reader_init(&pt->rd, (uint64_t)PTRDIFF_MAX, on_frame,
-                                  pt);
+  int err = pbl__wire_reader_init(&pt->rd, (uint64_t)PTRDIFF_MAX, on_frame, pt);
   if (err == 0)
     err = pbl__wire_batch_call(&pt->wb, t->id, PBL__WIRE_F_LAST, pt->fn_name,
                                pt->in, pt->in_len);
@@ -232,8 +229,8 @@ static void process_start(pbl_task_t *t) {
   if (t->x != NULL)
     t->x->started_ns = uv_hrtime();
   pbl__task_hold(t);
-  err = pbl__worker_spawn(t->loop->uv, pt->worker_path, on_exit, on_closed,
-                          pt, &pt->child);
+  err = pbl__worker_spawn(t->loop->uv, pt->worker_path, on_exit, on_closed, pt,
+                          &pt->child);
   if (err != 0) {
     if (pt->child == NULL)
       pbl__task_drop(t); /* else on_closed drops it */
@@ -291,8 +288,8 @@ static const pbl__task_ops process_ops = {
     .needs_loop = true,
 };
 
-int pbl_process(pbl_loop_t *pl, pbl_process_fn fn, const void *in,
-                size_t len, const pbl_task_opts *opts, pbl_task_t **task) {
+int pbl_process(pbl_loop_t *pl, pbl_process_fn fn, const void *in, size_t len,
+                const pbl_task_opts *opts, pbl_task_t **task) {
   if (!PBL__VALID_LOOP(pl) || fn == NULL || (in == NULL && len > 0) ||
       (opts != NULL && opts->worker_path != NULL &&
        opts->worker_path[0] == '\0'))

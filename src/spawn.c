@@ -34,17 +34,17 @@ typedef struct {
 typedef struct {
   pbl_task_t base; /* first: a command task is a pbl_task_t */
   pbl__proc_info proc;
-  char **argv;     /* deep copies */
+  char **argv; /* deep copies */
   char **env;
   char *cwd;
-  void *in;        /* stdin bytes, until written */
+  void *in; /* stdin bytes, until written */
   size_t in_len;
   size_t limit;
-  capture cap[2];  /* stdout, stderr */
-  char *scratch;   /* reads past the limit */
+  capture cap[2]; /* stdout, stderr */
+  char *scratch;  /* reads past the limit */
   pbl__child *child;
   uv_write_t wreq;
-  char *words;     /* an EXPIRED end's message */
+  char *words; /* an EXPIRED end's message */
   int64_t status;
   int sig;
   bool finished;
@@ -158,8 +158,7 @@ static void finish(spawn_task *st) {
              pbl__child_pid(st->child));
     if (st->sig != 0) {
       st->words = pbl__exit_words(who, st->status, st->sig);
-      pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL,
-                    PBL__DELIVER_NOW);
+      pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL, PBL__DELIVER_NOW);
     } else if (st->status != 0) {
       char *w = pbl__exit_words(who, st->status, 0);
       pbl__failure *f = pbl__failure_new((int)st->status, w);
@@ -306,13 +305,13 @@ static int copy_opts(spawn_task *st, const char *const argv[],
       st->in_len = o->stdin_len;
     }
   }
-  st->limit = o != NULL && o->capture_limit > 0 ? o->capture_limit
-                                                : DEFAULT_LIMIT;
+  st->limit =
+      o != NULL && o->capture_limit > 0 ? o->capture_limit : DEFAULT_LIMIT;
   return err;
 }
 
-int pbl_spawn(pbl_loop_t *pl, const char *const argv[],
-              const pbl_spawn_opts *o, pbl_task_t **task) {
+int pbl_spawn(pbl_loop_t *pl, const char *const argv[], const pbl_spawn_opts *o,
+              pbl_task_t **task) {
   if (!PBL__VALID_LOOP(pl) || argv == NULL || argv[0] == NULL ||
       argv[0][0] == '\0' ||
       (o != NULL && o->stdin_data == NULL && o->stdin_len > 0))

@@ -268,8 +268,8 @@ static int put_inline(pbl__wire_batch *b, const void *p, size_t n) {
 static int put_ref(pbl__wire_batch *b, const void *p, size_t n) {
   if (n <= PBL__WIRE_INLINE)
     return put_inline(b, p, n);
-  int err = grow((void **)&b->parts, &b->parts_cap, b->nparts + 1,
-                 sizeof(*b->parts));
+  int err =
+      grow((void **)&b->parts, &b->parts_cap, b->nparts + 1, sizeof(*b->parts));
   if (err != 0)
     return err;
   b->parts[b->nparts++] = (pbl__wire_part){p, 0, n};
@@ -345,8 +345,7 @@ int pbl__wire_batch_fail(pbl__wire_batch *b, uint64_t tag, int err, int code,
 }
 
 int pbl__wire_batch_bufs(pbl__wire_batch *b, uv_buf_t **bufs, size_t *n) {
-  int err = grow((void **)&b->bufs, &b->bufs_cap, b->nparts,
-                 sizeof(*b->bufs));
+  int err = grow((void **)&b->bufs, &b->bufs_cap, b->nparts, sizeof(*b->bufs));
   if (err != 0)
     return err;
   for (size_t i = 0; i < b->nparts; i++) {

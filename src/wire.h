@@ -50,11 +50,12 @@
 
 #define PBL__WIRE_VERSION 1
 #define PBL__WIRE_HEAD 24
-#define PBL__WIRE_NAME_MAX 255     /* bytes of a function name */
-#define PBL__WIRE_MSG_MAX 65536    /* bytes of a failure message */
-#define PBL__WIRE_INLINE 512       /* payloads copied into the batch */
-#define PBL__WIRE_STAGE 65536      /* the reader's staging buffer */
-#define PBL__WIRE_CALL_PRE(name_len) ((((size_t)(name_len) + 3) + 15) & ~(size_t)15)
+#define PBL__WIRE_NAME_MAX 255  /* bytes of a function name */
+#define PBL__WIRE_MSG_MAX 65536 /* bytes of a failure message */
+#define PBL__WIRE_INLINE 512    /* payloads copied into the batch */
+#define PBL__WIRE_STAGE 65536   /* the reader's staging buffer */
+#define PBL__WIRE_CALL_PRE(name_len)                                           \
+  ((((size_t)(name_len) + 3) + 15) & ~(size_t)15)
 
 enum pbl__wire_type {
   PBL__WIRE_CALL = 1,
@@ -91,8 +92,8 @@ typedef struct pbl__wire_call {
 int pbl__wire_call_parse(const void *p, size_t len, pbl__wire_call *c);
 
 typedef struct pbl__wire_fail {
-  int err;  /* PBL_EFAILED, PBL_ENOFUNC or UV_ENOMEM */
-  int code; /* pbl_fail's code */
+  int err;         /* PBL_EFAILED, PBL_ENOFUNC or UV_ENOMEM */
+  int code;        /* pbl_fail's code */
   const char *msg; /* not NUL-terminated */
   size_t msg_len;
 } pbl__wire_fail;
@@ -111,13 +112,13 @@ typedef struct pbl__wire_reader {
   uint64_t max_len;
   pbl__wire_frame_cb on_frame;
   void *ctx;
-  uint8_t *stage;     /* PBL__WIRE_STAGE bytes */
-  size_t start, end;  /* unparsed bytes: stage[start, end) */
+  uint8_t *stage;      /* PBL__WIRE_STAGE bytes */
+  size_t start, end;   /* unparsed bytes: stage[start, end) */
   pbl__wire_head head; /* of the frame being filled */
-  uint8_t *payload;   /* the frame being filled, or NULL */
-  uint64_t have;      /* payload bytes in so far */
-  bool direct;        /* the last buffer handed out was the payload */
-  int err;            /* sticky: the reader stopped */
+  uint8_t *payload;    /* the frame being filled, or NULL */
+  uint64_t have;       /* payload bytes in so far */
+  bool direct;         /* the last buffer handed out was the payload */
+  int err;             /* sticky: the reader stopped */
 } pbl__wire_reader;
 
 /* Returns 0 or UV_ENOMEM. */

@@ -138,14 +138,14 @@ static int answer(worker *w, uint64_t tag, const pbl__wire_call *call,
   int rc = fn(call->in, call->in_len, &out);
   pbl__run_leave(prev);
   char generic[PBL__WIRE_NAME_MAX + 64]; /* the name lives in the payload */
-  snprintf(generic, sizeof(generic),
-           "process function %s failed (returned %d)", call->name, rc);
+  snprintf(generic, sizeof(generic), "process function %s failed (returned %d)",
+           call->name, rc);
   pbl__free(payload); /* the input: not kept beside the output */
   int err;
   if (r.failed || rc != 0) {
-    err = pbl__wire_batch_fail(&w->out, tag, PBL_EFAILED,
-                               r.failed ? r.code : rc,
-                               r.msg != NULL ? r.msg : generic);
+    err =
+        pbl__wire_batch_fail(&w->out, tag, PBL_EFAILED, r.failed ? r.code : rc,
+                             r.msg != NULL ? r.msg : generic);
   } else if (out.data == NULL && out.len > 0) {
     err = pbl__wire_batch_fail(&w->out, tag, PBL_EFAILED, 0,
                                "process function gave a length without data");
@@ -186,9 +186,9 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
 static bool started_as_worker, serving;
 
 __attribute__((constructor)) static void detect(int argc, char **argv) {
-  started_as_worker = argc >= 2 && argv != NULL && argv[1] != NULL &&
-                      strncmp(argv[1], PBL__WORKER_ARG,
-                              strlen(PBL__WORKER_ARG)) == 0;
+  started_as_worker =
+      argc >= 2 && argv != NULL && argv[1] != NULL &&
+      strncmp(argv[1], PBL__WORKER_ARG, strlen(PBL__WORKER_ARG)) == 0;
 }
 
 void pbl__worker_guard(void) {

@@ -15,9 +15,9 @@ int fn_fail_plain(const void *in, size_t len, pbl_buf *out);
 /* pbl_fail(9, "late"), then returns 0 with a result: the failure wins. */
 int fn_fail_then_ok(const void *in, size_t len, pbl_buf *out);
 int fn_abort(const void *in, size_t len, pbl_buf *out);
-int fn_segv(const void *in, size_t len, pbl_buf *out);   /* SIGSEGV */
-int fn_exit3(const void *in, size_t len, pbl_buf *out);  /* _exit(3) */
-int fn_exit0(const void *in, size_t len, pbl_buf *out);  /* exit(0) */
+int fn_segv(const void *in, size_t len, pbl_buf *out);  /* SIGSEGV */
+int fn_exit3(const void *in, size_t len, pbl_buf *out); /* _exit(3) */
+int fn_exit0(const void *in, size_t len, pbl_buf *out); /* exit(0) */
 /* Sleeps until killed. */
 int fn_sleep(const void *in, size_t len, pbl_buf *out);
 /* Ignores SIGTERM, makes the file named by the input (if any), then

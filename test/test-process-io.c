@@ -150,7 +150,7 @@ static void test_many_one_shot_tasks(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-#define T(name)                                                             \
+#define T(name)                                                                \
   cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
       T(test_64mib_each_way),
       T(test_chatty_worker),

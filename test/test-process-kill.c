@@ -117,7 +117,9 @@ static void test_ignoring_term_timeout(void **state) {
   char path[256];
   marker_path(path, sizeof(path), "ignoring-timeout");
   ended e = {0};
-  pbl_task_opts o = {.on_done = on_done, .data = &e, .timeout_ms = 1000,
+  pbl_task_opts o = {.on_done = on_done,
+                     .data = &e,
+                     .timeout_ms = 1000,
                      .kill_grace_ms = GRACE_MS};
   pbl_task_t *t;
   assert_int_equal(
@@ -141,8 +143,8 @@ static bool gone(void *arg) {
   FILE *fp = fopen(path, "r");
   if (fp == NULL)
     return true;
-  bool dead = fgets(line, sizeof(line), fp) != NULL &&
-              strstr(line, ") Z ") != NULL;
+  bool dead =
+      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
   fclose(fp);
   return dead;
 }
@@ -253,7 +255,7 @@ static int teardown_closed(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-#define T(name)                                                             \
+#define T(name)                                                                \
   cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
       T(test_timeout),
       T(test_timeout_not_reached),

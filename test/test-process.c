@@ -74,8 +74,8 @@ static void test_fail_message(void **state) {
 }
 
 /* A worker that dies expires its task with what killed it. */
-static void expect_expired(pbl_test_fixture *f, pbl_process_fn fn,
-                           int status, int sig, const char *words) {
+static void expect_expired(pbl_test_fixture *f, pbl_process_fn fn, int status,
+                           int sig, const char *words) {
   pbl_task_t *t = run(f, fn, NULL, 0, NULL);
   assert_int_equal(pbl_task_state_of(t), PBL_EXPIRED);
   assert_int_equal(pbl_task_get(t, 0, NULL), PBL_EEXPIRED);
@@ -328,15 +328,23 @@ static void test_submit_from_thread(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
-      T(test_result_bytes),        T(test_empty_input),
-      T(test_fail_message),        T(test_dead_workers),
-      T(test_callback_once_on_loop), T(test_fire_and_forget),
-      T(test_unregistered),        T(test_registry),
-      T(test_worker_path),         T(test_malformed_answer),
+#define T(name)                                                                \
+  cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
+      T(test_result_bytes),
+      T(test_empty_input),
+      T(test_fail_message),
+      T(test_dead_workers),
+      T(test_callback_once_on_loop),
+      T(test_fire_and_forget),
+      T(test_unregistered),
+      T(test_registry),
+      T(test_worker_path),
+      T(test_malformed_answer),
       T(test_forgetful_worker),
-      T(test_nested),              T(test_bad_input),
-      T(test_deadlock_refused),    T(test_get_from_thread),
+      T(test_nested),
+      T(test_bad_input),
+      T(test_deadlock_refused),
+      T(test_get_from_thread),
       T(test_submit_from_thread),
 #undef T
   };

@@ -92,9 +92,8 @@ static void test_cannot_start(void **state) {
 
 static void test_capture_limit(void **state) {
   F(state);
-  const char *argv[] = {"sh", "-c",
-                        "head -c 100000 /dev/zero; head -c 5000 /dev/zero >&2",
-                        NULL};
+  const char *argv[] = {
+      "sh", "-c", "head -c 100000 /dev/zero; head -c 5000 /dev/zero >&2", NULL};
   pbl_spawn_opts o = {.capture_limit = 1000};
   pbl_task_t *t = run(f, argv, &o);
   assert_int_equal(pbl_task_error(t), 0); /* output never fails a command */
@@ -189,8 +188,8 @@ static bool gone(void *arg) {
   FILE *fp = fopen(path, "r");
   if (fp == NULL)
     return true;
-  bool dead = fgets(line, sizeof(line), fp) != NULL &&
-              strstr(line, ") Z ") != NULL;
+  bool dead =
+      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
   fclose(fp);
   return dead;
 }
@@ -259,7 +258,7 @@ static void test_copies(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define T(name)                                                             \
+#define T(name)                                                                \
   cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
       T(test_exit_zero_is_done),
       T(test_exit_codes_fail),

@@ -32,8 +32,8 @@ static void test_head_checks(void **state) {
   struct {
     int at;
     uint8_t value;
-  } breaks[] = {{0, 'x'}, {3, 'x'}, {4, 2}, {4, 0}, {5, 0}, {5, 4}, {6, 1},
-                {7, 1}};
+  } breaks[] = {{0, 'x'}, {3, 'x'}, {4, 2}, {4, 0},
+                {5, 0},   {5, 4},   {6, 1}, {7, 1}};
   for (size_t i = 0; i < sizeof(breaks) / sizeof(breaks[0]); i++) {
     encode(b, PBL__WIRE_RESULT, 0, 1, 10);
     b[breaks[i].at] = breaks[i].value;
@@ -145,8 +145,7 @@ static int feed(pbl__wire_reader *r, const uint8_t *p, size_t n, size_t step) {
 static uint8_t *batch_bytes(size_t *n, const void *big, size_t big_len) {
   pbl__wire_batch b;
   pbl__wire_batch_init(&b);
-  assert_int_equal(pbl__wire_batch_call(&b, 1, PBL__WIRE_F_LAST, "fn", "in",
-                                        2),
+  assert_int_equal(pbl__wire_batch_call(&b, 1, PBL__WIRE_F_LAST, "fn", "in", 2),
                    0);
   assert_int_equal(pbl__wire_batch_result(&b, 2, big, big_len), 0);
   assert_int_equal(pbl__wire_batch_fail(&b, 3, PBL_EFAILED, 4, "msg"), 0);
