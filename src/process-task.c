@@ -64,11 +64,13 @@ static void stop_reading(process_task *pt) {
     uv_read_stop(ch);
 }
 
-/* The worker broke the protocol (or we ran out of memory reading it). */
-static void broken(process_task *pt, int err) {
+/* The worker broke the protocol (or we ran out of memory reading it, or
+ * could not start talking to it). mode: NOW inside a uv callback, POST
+ * inside start (which may run inside the caller's pbl_process()). */
+static void broken(process_task *pt, int err, pbl__deliver_mode mode) {
   stop_reading(pt);
   pbl__timeout_disarm(&pt->base);
-  fail_now(&pt->base, err, PBL__DELIVER_NOW);
+  fail_now(&pt->base, err, mode);
   pbl__child_kill(pt->child, 0);
   finish(pt);
 }
@@ -120,7 +122,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread > 0) {
     int err = pbl__wire_reader_feed(&pt->rd, (size_t)nread);
     if (err != 0)
-      broken(pt, err);
+      broken(pt, err, PBL__DELIVER_NOW);
   } else if (nread < 0) { /* UV_EOF, or the child reset the channel */
     stop_reading(pt);
     finish(pt);
@@ -144,7 +146,7 @@ static void drain(process_task *pt) {
       break; /* EOF, or EAGAIN: a process the child started holds it */
     int err = pbl__wire_reader_feed(&pt->rd, (size_t)n);
     if (err != 0) {
-      broken(pt, err);
+      broken(pt, err, PBL__DELIVER_NOW);
       return;
     }
   }
@@ -213,7 +215,7 @@ static void send_call(process_task *pt) {
   if (err == 0)
     err = uv_write(&pt->wb.req, ch, bufs, (unsigned)n, on_written);
   if (err != 0)
-    broken(pt, err);
+    broken(pt, err, PBL__DELIVER_POST);
 }
 
 static void process_start(pbl_task_t *t) {
@@ -245,7 +247,7 @@ static void process_start(pbl_task_t *t) {
   ch->data = pt->child;
   err = uv_read_start(ch, on_alloc, on_read);
   if (err != 0) {
-    broken(pt, err);
+    broken(pt, err, PBL__DELIVER_POST);
     return;
   }
   pt->reading = true;
