@@ -185,11 +185,13 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
  * would do the same: pbl__worker_guard() stops that. */
 static bool started_as_worker, serving;
 
+#if defined(__GLIBC__) /* other libcs call constructors without args */
 __attribute__((constructor)) static void detect(int argc, char **argv) {
   started_as_worker =
       argc >= 2 && argv != NULL && argv[1] != NULL &&
       strncmp(argv[1], PBL__WORKER_ARG, strlen(PBL__WORKER_ARG)) == 0;
 }
+#endif
 
 void pbl__worker_guard(void) {
   if (started_as_worker && !serving)
