@@ -21,7 +21,9 @@ struct pbl__child {
   bool owner_done;  /* pbl__child_close() was called */
   bool killing;     /* SIGTERM sent */
   bool sigkill_sent;
-  bool grace_pending; /* the grace timer runs */
+  bool grace_pending; /* the grace timer runs (a kill's or a linger's) */
+  bool lingering;     /* the timer waits for a clean exit, then kills */
+  uint64_t linger_grace_ms;
   int pid;
   pbl__child_exit_cb on_exit;
   pbl__child_closed_cb on_closed;
@@ -129,6 +131,10 @@ static void on_grace(uv_timer_t *timer) {
 void pbl__child_kill(pbl__child *c, uint64_t grace_ms) {
   if (c->exited || c->sigkill_sent)
     return;
+  if (c->lingering) { /* the kill replaces the wait for a clean exit */
+    stop_grace(c);
+    c->lingering = false;
+  }
   if (grace_ms == 0) {
     stop_grace(c);
     c->killing = c->sigkill_sent = true;
@@ -147,9 +153,32 @@ void pbl__child_kill(pbl__child *c, uint64_t grace_ms) {
   uv_timer_start(&c->grace, on_grace, grace_ms, 0);
 }
 
+static void on_linger(uv_timer_t *timer) {
+  pbl__child *c = timer->data;
+  c->grace_pending = false;
+  c->lingering = false;
+  pbl__child_kill(c, c->linger_grace_ms);
+}
+
+void pbl__child_expect_exit(pbl__child *c, uint64_t delay_ms,
+                            uint64_t grace_ms) {
+  if (c->exited || c->killing || c->grace_pending)
+    return;
+  c->lingering = true;
+  c->linger_grace_ms = grace_ms;
+  c->grace.data = c;
+  c->grace_pending = true;
+  uv_update_time(c->grace.loop);
+  uv_timer_start(&c->grace, on_linger, delay_ms, 0);
+}
+
 static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
   pbl__child *c = PBL__CONTAINER_OF(p, pbl__child, proc);
   c->exited = true;
+  if (c->lingering) {
+    stop_grace(c);
+    c->lingering = false;
+  }
   /* A kill is for the whole group: what the child started and left
    * behind gets the rest of the grace (SIGKILL now if the grace is
    * over). The group cannot be reused while it has members. */

@@ -61,6 +61,11 @@ void pbl__child_close_stream(pbl__child *c, int fd);
  * Does nothing once the child exited or a kill is under way (a
  * later SIGKILL-now still cuts the grace short). */
 void pbl__child_kill(pbl__child *c, uint64_t grace_ms);
+/* The child is done and should exit on its own: if it has not within
+ * delay_ms, kill it as pbl__child_kill(c, grace_ms) does. A kill or the
+ * exit cancels the wait. */
+void pbl__child_expect_exit(pbl__child *c, uint64_t delay_ms,
+                            uint64_t grace_ms);
 bool pbl__child_exited(const pbl__child *c);
 /* The owner is done with the child; see "Lifetime". Idempotent. */
 void pbl__child_close(pbl__child *c);

@@ -97,6 +97,10 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   }
   pt->answered = true;
   pbl__timeout_disarm(t);
+  /* The worker exits after its LAST answer; one that lingers (a hung
+   * atexit handler, say) would hold the loop open forever. */
+  pbl__child_expect_exit(pt->child, pbl__kill_grace_ms(t),
+                         pbl__kill_grace_ms(t));
   if (h->type == PBL__WIRE_RESULT) {
     pt->proc.len = (size_t)h->len; /* read only once DONE is seen */
     if (!pbl__task_end(t, PBL_DONE, 0, payload, NULL, PBL__DELIVER_NOW))

@@ -283,10 +283,13 @@ void pbl__task_take_in(pbl_task_t *t) {
   t->ops->start(t);
 }
 
+/* Also stops the work of a task that already ended but whose work is
+ * still in flight (a child that answered and lingers): the binding only
+ * closes once nothing runs. */
 void pbl__task_close_cancel(pbl_task_t *t) {
-  if (pbl__task_end(t, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
-                    PBL__DELIVER_POST))
-    abort_work(t);
+  pbl__task_end(t, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
+                PBL__DELIVER_POST);
+  abort_work(t);
 }
 
 int pbl_task_cancel(pbl_task_t *t) {

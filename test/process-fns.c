@@ -82,6 +82,12 @@ int fn_sleep(const void *in, size_t len, pbl_buf *out) {
 }
 PBL_PROCESS_FN(fn_sleep);
 
+int fn_linger(const void *in, size_t len, pbl_buf *out) {
+  atexit(sleep_forever); /* runs after the result went out */
+  return give(out, in, len);
+}
+PBL_PROCESS_FN(fn_linger);
+
 /* Makes the file at the path in[0, len), if any: a sign to the test. */
 static void touch(const void *in, size_t len) {
   char path[512];

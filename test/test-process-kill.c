@@ -241,6 +241,46 @@ static void test_close_kills(void **state) {
   pbl_task_release(t);           /* the binding's memory goes with it */
 }
 
+/* A worker that answered but hangs instead of exiting is killed after
+ * the grace; the task stays done. */
+static void test_lingering_worker_is_killed(void **state) {
+  F(state);
+  pbl_task_opts o = {.kill_grace_ms = 100};
+  pbl_task_t *t;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(pbl_process(f->pl, fn_linger, "ok", 2, &o, &t), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0); /* returns */
+  uint64_t ms = (uv_hrtime() - t0) / 1000000u;
+  assert_true(ms >= 99); /* waited that long for a clean exit first */
+  assert_true(ms < 30000);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  size_t len;
+  const char *bytes = pbl_task_bytes(t, &len);
+  assert_int_equal(len, 2);
+  assert_memory_equal(bytes, "ok", 2);
+  pbl_task_release(t);
+}
+
+static bool is_done(void *arg) {
+  return pbl_task_state_of(arg) == PBL_DONE;
+}
+
+/* Closing the binding kills a lingering worker at once, grace or not. */
+static void test_close_kills_lingering_worker(void **state) {
+  F(state);
+  pbl_task_opts o = {.kill_grace_ms = 600000};
+  pbl_task_t *t;
+  assert_int_equal(pbl_process(f->pl, fn_linger, "ok", 2, &o, &t), 0);
+  assert_true(pbl_test_run_until(&f->uv, is_done, t, 30000));
+  closed_calls = 0;
+  pbl_loop_close(f->pl, on_closed);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0); /* no 10-min wait */
+  assert_int_equal(closed_calls, 1);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  pbl_test_assert_no_children();
+  pbl_task_release(t);
+}
+
 /* For a test that closed its binding itself. */
 static int teardown_closed(void **state) {
   pbl_test_fixture *f = *state;
@@ -265,8 +305,11 @@ int main(int argc, char **argv) {
       T(test_ignoring_term_cancel),
       T(test_grandchild_dies),
       T(test_cancel_while_writing),
+      T(test_lingering_worker_is_killed),
       cmocka_unit_test_setup_teardown(test_close_kills, pbl_test_setup,
                                       teardown_closed),
+      cmocka_unit_test_setup_teardown(test_close_kills_lingering_worker,
+                                      pbl_test_setup, teardown_closed),
 #undef T
   };
   return cmocka_run_group_tests_name("process-kill", tests, NULL, NULL);
