@@ -50,6 +50,7 @@ struct tpool {
   /* lock */
   unsigned alive;    /* started, not yet left */
   unsigned idle;     /* waiting on work_cv */
+  unsigned woken;    /* of those, signalled and not yet awake */
   unsigned starting; /* started, not yet looking for work (init) */
   unsigned vacated;  /* slots left by retired or failed workers */
   QUEUE workers;     /* alive */
@@ -132,7 +133,7 @@ static void run_job(pbl__pool_item *job) {
 
 /* lock: how many workers to start for the jobs waiting. */
 static unsigned want_workers(tpool *tp) {
-  size_t ready = (size_t)tp->idle + tp->starting;
+  size_t ready = (size_t)tp->idle + tp->starting; /* will take a job */
   size_t jobs = tp->base.jobs;
   if (jobs <= ready || tp->alive >= tp->target)
     return 0;
@@ -219,6 +220,8 @@ static void worker_main(void *arg) {
       tp->idle++;
       uv_cond_wait(&tp->work_cv, &p->lock);
       tp->idle--;
+      if (tp->woken > 0)
+        tp->woken--;
       continue;
     }
     w->hand = job;
@@ -256,19 +259,22 @@ static void worker_main(void *arg) {
 
 /* ---- the kind's hooks ---- */
 
+/* Wakes as many idle workers as there are jobs, counting those already
+ * signalled: a woken thread takes a while to run, and signalling it again
+ * meanwhile costs a futex call for nothing. */
 static unsigned tp_kick(pbl_pool_t *p) {
   tpool *tp = (tpool *)p;
-  if (tp->idle > 0) {
-    if (p->jobs > 1 && tp->idle > 1)
-      uv_cond_broadcast(&tp->work_cv);
-    else
-      uv_cond_signal(&tp->work_cv);
+  while (tp->idle > tp->woken && p->jobs > tp->woken) {
+    tp->woken++;
+    uv_cond_signal(&tp->work_cv);
   }
   return want_workers(tp);
 }
 
 static void tp_wind_down(pbl_pool_t *p) {
-  uv_cond_broadcast(&((tpool *)p)->work_cv);
+  tpool *tp = (tpool *)p;
+  tp->woken = tp->idle;
+  uv_cond_broadcast(&tp->work_cv);
 }
 
 static void tp_cancel_running(pbl_pool_t *p) {
