@@ -73,14 +73,14 @@ int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
   p->st.queued += n;
   bool was_idle = p->live == 0;
   p->live += n;
-  unsigned start = p->kind->kick(p);
+  pbl__kick k = p->kind->kick(p);
   /* Another thread cannot ref the async: the loop learns of the new work
    * at once, so it stays alive for the callback. */
   if (!on_loop && was_idle && pbl__pool_want_wake(p))
     pbl__pool_wake(p); /* under the lock: the async cannot be closing */
   uv_mutex_unlock(&p->lock);
-  if (start > 0)
-    p->kind->start_workers(p, start);
+  if (k.signal > 0 || k.start > 0)
+    p->kind->act(p, k);
   if (on_loop && !p->refd)
     pbl__pool_settle(p);
   return 0;
@@ -112,30 +112,14 @@ int pbl__pool_map(pbl_pool_t *p, size_t n, size_t chunksize,
 }
 
 /* lock */
-pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n, bool *wake) {
+pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n) {
   pbl__pool_item *job = p->queue.head;
-  *wake = false;
   if (job == NULL)
     return NULL;
   size_t k = job->chunk_len;
-  uint64_t now = uv_hrtime();
   pbl__pool_item *last = job;
-  for (size_t i = 0;; i++) {
-    uint64_t wait = now - last->queued_ns;
-    p->st.wait_ns_total += wait;
-    if (wait > p->st.wait_ns_max)
-      p->st.wait_ns_max = wait;
-    pbl__task_extra *x = last->base.x;
-    if (x != NULL && x->timeout_ms > 0) {
-      x->started_ns = now; /* one start for the chunk: a timeout per chunk */
-      last->arm_next = p->arms;
-      p->arms = last;
-      *wake = true;
-    }
-    if (i + 1 == k)
-      break;
+  for (size_t i = 1; i < k; i++)
     last = last->next;
-  }
   p->queue.head = last->next;
   if (p->queue.head == NULL)
     p->queue.tail = NULL;
@@ -143,9 +127,48 @@ pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n, bool *wake) {
   p->jobs--;
   p->st.queued -= k;
   p->st.running += k;
-  *wake = *wake && pbl__pool_want_wake(p);
   *n = k;
   return job;
+}
+
+/* No lock: the clock is read out of the lock, which the loop thread and
+ * every worker take for each task. */
+bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
+                          pbl__pool_waits *w) {
+  uint64_t now = uv_hrtime();
+  pbl__pool_item *timed = NULL;
+  for (pbl__pool_item *it = job; it != NULL; it = it->next) {
+    uint64_t wait = now - it->queued_ns;
+    w->total += wait;
+    if (wait > w->max)
+      w->max = wait;
+    pbl__task_extra *x = it->base.x;
+    if (x != NULL && x->timeout_ms > 0) {
+      x->started_ns = now; /* one start for the chunk: a timeout per chunk */
+      it->arm_next = timed;
+      timed = it;
+    }
+  }
+  if (timed == NULL)
+    return false;
+  uv_mutex_lock(&p->lock);
+  while (timed != NULL) {
+    pbl__pool_item *next = timed->arm_next;
+    timed->arm_next = p->arms;
+    p->arms = timed;
+    timed = next;
+  }
+  bool wake = pbl__pool_want_wake(p);
+  uv_mutex_unlock(&p->lock);
+  return wake;
+}
+
+/* lock */
+void pbl__pool_add_waits(pbl_pool_t *p, pbl__pool_waits *w) {
+  p->st.wait_ns_total += w->total;
+  if (w->max > p->st.wait_ns_max)
+    p->st.wait_ns_max = w->max;
+  w->total = w->max = 0;
 }
 
 /* lock. Counts each item's end and hands the chain to the loop. */

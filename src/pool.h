@@ -66,14 +66,21 @@ typedef struct pbl__pool_list {
   pbl__pool_item *head, *tail;
 } pbl__pool_list;
 
+/* What to do for newly queued jobs, decided under the lock and done
+ * after it: signalling or starting a thread under the lock would keep the
+ * workers waiting for it. */
+typedef struct pbl__kick {
+  unsigned signal; /* idle workers to wake */
+  unsigned start;  /* new workers to start */
+} pbl__kick;
+
 /* What a kind of pool does. Hooks marked "lock" run with p->lock held. */
 typedef struct pbl__pool_kind {
   const char *name;
-  /* lock: jobs were queued; wake idle workers. Returns how many new
-   * workers start_workers() should start once the lock is dropped. */
-  unsigned (*kick)(pbl_pool_t *p);
-  /* no lock, any thread: start n workers (failure: see the kind). */
-  void (*start_workers)(pbl_pool_t *p, unsigned n);
+  /* lock: jobs were queued: decide whom to wake or start. */
+  pbl__kick (*kick)(pbl_pool_t *p);
+  /* no lock, any thread: carry out a kick (failure: see the kind). */
+  void (*act)(pbl_pool_t *p, pbl__kick k);
   /* lock: the pool closed or stopped: idle workers may leave. */
   void (*wind_down)(pbl_pool_t *p);
   /* lock: the pool stopped: end the work in hand, cancelled. */
@@ -150,10 +157,20 @@ int pbl__pool_map(pbl_pool_t *p, size_t n, size_t chunksize,
                   const pbl_task_opts *opts, pbl_task_t **tasks,
                   pbl__pool_make_fn make, void *ctx);
 
-/* lock: takes the next job off the queue (NULL: none), stamps the start
- * of its timed items and counts it running. *n: its items. Sets *wake if
- * the caller must wake the loop (timers to arm) once the lock is dropped. */
-pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n, bool *wake);
+/* lock: takes the next job off the queue (NULL: none) and counts it
+ * running. *n: its items. */
+pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n);
+/* Queue waits a worker adds up between two holds of the lock. */
+typedef struct pbl__pool_waits {
+  uint64_t total, max;
+} pbl__pool_waits;
+/* No lock, the worker that took `job`, before it runs: adds the job's
+ * queue waits to *w and starts its timed items' clocks. Returns true if
+ * the caller must wake the loop (timers to arm). */
+bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
+                          pbl__pool_waits *w);
+/* lock: publishes *w in the stats and clears it. */
+void pbl__pool_add_waits(pbl_pool_t *p, pbl__pool_waits *w);
 /* lock: the pool is finished with the chain of items from `head`.
  * Returns true if the caller must wake the loop (pbl__pool_wake) after
  * dropping the lock. */

@@ -210,10 +210,10 @@ static void worker_main(void *arg) {
     wake = pbl__pool_fail_queued(p, PBL_EFAILED, code, msg);
     tp->vacated++;
   }
+  pbl__pool_waits waits = {0, 0};
   while (ok) {
     size_t n;
-    bool arm;
-    pbl__pool_item *job = pbl__pool_take_job(p, &n, &arm);
+    pbl__pool_item *job = pbl__pool_take_job(p, &n);
     if (job == NULL) {
       if (p->state != PBL__POOL_RUNNING)
         break;
@@ -225,13 +225,21 @@ static void worker_main(void *arg) {
       continue;
     }
     w->hand = job;
+    /* Jobs left and a peer asleep: wake it ourselves, so the loop thread,
+     * which queued them, pays for one wake-up at most. */
+    bool chain = p->jobs > 0 && tp->idle > tp->woken;
+    if (chain)
+      tp->woken++;
     uv_mutex_unlock(&p->lock);
-    if (arm)
+    if (chain)
+      uv_cond_signal(&tp->work_cv);
+    if (pbl__pool_job_starts(p, job, &waits))
       pbl__pool_wake(p); /* its timers start while it runs */
     run_job(job);
     uv_mutex_lock(&p->lock);
     w->hand = NULL;
     p->st.running -= n;
+    pbl__pool_add_waits(p, &waits);
     wake = pbl__pool_finish(p, job) || wake;
     w->ran += (unsigned)n;
     if (tp->max_tasks != 0 && w->ran >= tp->max_tasks) {
@@ -259,16 +267,29 @@ static void worker_main(void *arg) {
 
 /* ---- the kind's hooks ---- */
 
-/* Wakes as many idle workers as there are jobs, counting those already
- * signalled: a woken thread takes a while to run, and signalling it again
- * meanwhile costs a futex call for nothing. */
-static unsigned tp_kick(pbl_pool_t *p) {
+/* Wakes one idle worker unless one is already on its way: a woken thread
+ * takes a while to run, and it wakes a peer itself if it finds more jobs
+ * (worker_main). The scheduling thread, often the loop thread, thus pays
+ * for one futex call per burst, not one per task. */
+static pbl__kick tp_kick(pbl_pool_t *p) {
   tpool *tp = (tpool *)p;
-  while (tp->idle > tp->woken && p->jobs > tp->woken) {
+  pbl__kick k = {0, 0};
+  if (tp->idle > 0 && tp->woken == 0) {
     tp->woken++;
-    uv_cond_signal(&tp->work_cv);
+    k.signal++;
   }
-  return want_workers(tp);
+  k.start = want_workers(tp);
+  return k;
+}
+
+/* No lock: a worker that checks the queue holds the lock until it waits,
+ * so a job queued before this signal is seen either way. */
+static void tp_act(pbl_pool_t *p, pbl__kick k) {
+  tpool *tp = (tpool *)p;
+  for (unsigned i = 0; i < k.signal; i++)
+    uv_cond_signal(&tp->work_cv);
+  if (k.start > 0)
+    tp_start_workers(p, k.start);
 }
 
 static void tp_wind_down(pbl_pool_t *p) {
@@ -325,7 +346,7 @@ static void tp_destroy(pbl_pool_t *p) {
 static const pbl__pool_kind thread_kind = {
     .name = "thread",
     .kick = tp_kick,
-    .start_workers = tp_start_workers,
+    .act = tp_act,
     .wind_down = tp_wind_down,
     .cancel_running = tp_cancel_running,
     .reap = tp_reap,

@@ -163,6 +163,12 @@ static void on_timer(uv_timer_t *t) {
   (void)t;
 }
 
+static bool no_workers(void *arg) {
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(arg, &st), 0);
+  return st.workers == 0;
+}
+
 static void test_failing_initializer(void **state) {
   pbl_test_fixture *f = *state;
   atomic_store(&init_calls, 0);
@@ -184,6 +190,8 @@ static void test_failing_initializer(void **state) {
     assert_string_equal(pbl_task_message(ts[i]), "init broke");
     pbl_task_release(ts[i]);
   }
+  /* Both threads it started have run init and left. */
+  assert_true(pbl_test_run_until(&f->uv, no_workers, p, 10000));
   int calls = atomic_load(&init_calls);
   assert_true(calls >= 1 && calls <= 2);
   /* A quiet while: the pool must not spin up threads on its own. */
