@@ -86,6 +86,8 @@ static void on_async(uv_async_t *a) {
     n++;
   }
   p->kind->reap(p);
+  if (p->kind->loop_work != NULL)
+    p->kind->loop_work(p);
   if (n > 0) {
     uv_mutex_lock(&p->lock);
     p->live -= n;
@@ -270,8 +272,8 @@ int pbl_pool_join(pbl_pool_t *p, int64_t timeout_ms) {
       uv_mutex_unlock(&p->lock);
       p->kind->reap(p);
       uv_mutex_lock(&p->lock);
-    } else if (here && p->live > 0) {
-      err = PBL_EDEADLK; /* callbacks owed: only this thread runs them */
+    } else if (here && (p->live > 0 || p->kind->reaps_on_loop)) {
+      err = PBL_EDEADLK; /* only this thread's loop could finish it */
     } else {
       uint64_t now = uv_hrtime();
       if (now >= deadline)

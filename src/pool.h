@@ -87,10 +87,17 @@ typedef struct pbl__pool_kind {
   void (*cancel_running)(pbl_pool_t *p);
   /* no lock, any thread but a worker: join or reap exited workers. */
   void (*reap)(pbl_pool_t *p);
+  /* no lock, loop thread, after each drain: loop-side work, e.g. handing
+   * queued jobs to worker processes. May be NULL. */
+  void (*loop_work)(pbl_pool_t *p);
   /* lock: workers alive, for stats. */
   size_t (*workers)(pbl_pool_t *p);
   /* no lock: every worker is gone; free what the kind owns. */
   void (*destroy)(pbl_pool_t *p);
+  /* Workers are only reaped on loop turns (child processes): a join on
+   * the loop thread with workers left is then PBL_EDEADLK. Threads leave
+   * and are joined without the loop. */
+  bool reaps_on_loop;
 } pbl__pool_kind;
 
 struct pbl_pool {
