@@ -15,7 +15,6 @@ int pbl__pool_item_new(pbl_pool_t *p, const pbl__task_ops *plain,
                           want_ref, &t);
   if (err != 0)
     return err;
-  pbl_task_retain(t); /* the pool's: dropped when the item is drained */
   pbl__pool_item *it = (pbl__pool_item *)t;
   it->pool = p;
   *out = it;
@@ -29,10 +28,7 @@ void pbl__pool_items_discard(pbl__pool_item **items, size_t n) {
 }
 
 bool pbl__pool_want_wake(pbl_pool_t *p) {
-  if (p->wake_pending || p->async_closing)
-    return false;
-  p->wake_pending = true;
-  return true;
+  return !p->async_closing && !atomic_exchange(&p->wake_pending, true);
 }
 
 void pbl__pool_wake(pbl_pool_t *p) {
@@ -43,10 +39,26 @@ void pbl__pool_changed(pbl_pool_t *p) {
   uv_cond_broadcast(&p->join_cv);
 }
 
+/* The pool keeps each item until drained. On the loop thread a hold does
+ * (no atomic operation; the drain runs on this thread, so after the
+ * lock is fine); elsewhere a reference, taken before a worker can see the
+ * item. Items refused are discarded whatever they hold. */
+static void keep(pbl__pool_item **items, size_t n, bool on_loop) {
+  for (size_t i = 0; i < n; i++) {
+    items[i]->held = on_loop;
+    if (on_loop)
+      pbl__task_hold(&items[i]->base);
+    else
+      pbl_task_retain(&items[i]->base);
+  }
+}
+
 int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
                      size_t chunk) {
   uint64_t now = uv_hrtime();
   bool on_loop = pbl__on_loop_thread(p->loop);
+  if (!on_loop)
+    keep(items, n, false);
   uv_mutex_lock(&p->lock);
   if (p->state != PBL__POOL_RUNNING) {
     uv_mutex_unlock(&p->lock);
@@ -79,6 +91,8 @@ int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
   if (!on_loop && was_idle && pbl__pool_want_wake(p))
     pbl__pool_wake(p); /* under the lock: the async cannot be closing */
   uv_mutex_unlock(&p->lock);
+  if (on_loop)
+    keep(items, n, true);
   if (k.signal > 0 || k.start > 0)
     p->kind->act(p, k);
   if (on_loop && !p->refd)
@@ -126,7 +140,7 @@ pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n) {
   last->next = NULL;
   p->jobs--;
   p->st.queued -= k;
-  p->st.running += k;
+  p->taken += k;
   *n = k;
   return job;
 }
@@ -151,7 +165,7 @@ bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
   }
   if (timed == NULL)
     return false;
-  uv_mutex_lock(&p->lock);
+  uv_mutex_lock(&p->done_lock);
   while (timed != NULL) {
     pbl__pool_item *next = timed->arm_next;
     timed->arm_next = p->arms;
@@ -159,11 +173,11 @@ bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
     timed = next;
   }
   bool wake = pbl__pool_want_wake(p);
-  uv_mutex_unlock(&p->lock);
+  uv_mutex_unlock(&p->done_lock);
   return wake;
 }
 
-/* lock */
+/* done */
 void pbl__pool_add_waits(pbl_pool_t *p, pbl__pool_waits *w) {
   p->st.wait_ns_total += w->total;
   if (w->max > p->st.wait_ns_max)
@@ -171,8 +185,9 @@ void pbl__pool_add_waits(pbl_pool_t *p, pbl__pool_waits *w) {
   w->total = w->max = 0;
 }
 
-/* lock. Counts each item's end and hands the chain to the loop. */
-bool pbl__pool_finish(pbl_pool_t *p, pbl__pool_item *head) {
+/* done. Counts each item's end and hands the chain to the loop. */
+bool pbl__pool_finish(pbl_pool_t *p, pbl__pool_item *head, size_t ran) {
+  p->finished += ran;
   if (head == NULL)
     return false;
   pbl__pool_item *last = NULL;
@@ -214,13 +229,21 @@ static pbl__pool_item *take_queue(pbl_pool_t *p) {
   return head;
 }
 
+/* lock: hands items that never left the queue to the loop. */
+static bool finish_unrun(pbl_pool_t *p, pbl__pool_item *head) {
+  uv_mutex_lock(&p->done_lock);
+  bool wake = pbl__pool_finish(p, head, 0);
+  uv_mutex_unlock(&p->done_lock);
+  return wake;
+}
+
 bool pbl__pool_fail_queued(pbl_pool_t *p, int err, int code,
                            const char *msg) {
   pbl__pool_item *head = take_queue(p);
   for (pbl__pool_item *it = head; it != NULL; it = it->next)
     pbl__task_end(&it->base, PBL_FAILED, err, NULL,
                   pbl__failure_new(code, msg), PBL__DELIVER_LATER);
-  return pbl__pool_finish(p, head);
+  return finish_unrun(p, head);
 }
 
 bool pbl__pool_cancel_queued(pbl_pool_t *p) {
@@ -228,5 +251,5 @@ bool pbl__pool_cancel_queued(pbl_pool_t *p) {
   for (pbl__pool_item *it = head; it != NULL; it = it->next)
     pbl__task_end(&it->base, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
                   PBL__DELIVER_LATER);
-  return pbl__pool_finish(p, head);
+  return finish_unrun(p, head);
 }

@@ -64,13 +64,13 @@ static int on_loop(pbl_loop_t *pl, int (*fn)(void *arg), void *arg) {
 
 static void on_async(uv_async_t *a) {
   pbl_pool_t *p = a->data;
-  uv_mutex_lock(&p->lock);
+  uv_mutex_lock(&p->done_lock);
   pbl__pool_item *arms = p->arms;
   pbl__pool_item *done = p->done.head;
   p->arms = NULL;
   p->done.head = p->done.tail = NULL;
-  p->wake_pending = false; /* later finishes send again */
-  uv_mutex_unlock(&p->lock);
+  atomic_store(&p->wake_pending, false); /* later finishes send again */
+  uv_mutex_unlock(&p->done_lock);
 
   for (pbl__pool_item *it = arms; it != NULL; it = it->arm_next)
     if (!pbl__task_ended(&it->base))
@@ -79,9 +79,13 @@ static void on_async(uv_async_t *a) {
   while (done != NULL) {
     pbl__pool_item *next = done->next;
     pbl_task_t *t = &done->base;
+    bool held = done->held;
     pbl__timeout_disarm(t);
     pbl__task_deliver_due(t); /* a callback may free or stop the pool */
-    pbl_task_release(t);      /* the pool's reference */
+    if (held)
+      pbl__task_drop(t); /* may retire t */
+    else
+      pbl_task_release(t);
     done = next;
     n++;
   }
@@ -99,6 +103,7 @@ static void on_async(uv_async_t *a) {
 
 static void pool_destroy(pbl_pool_t *p) {
   uv_cond_destroy(&p->join_cv);
+  uv_mutex_destroy(&p->done_lock);
   uv_mutex_destroy(&p->lock);
   p->magic = PBL__DEAD_MAGIC;
   pbl_loop_t *pl = p->loop;
@@ -124,8 +129,11 @@ void pbl__pool_settle(pbl_pool_t *p) {
   bool finish = ready && (p->freed || p->member_closing) && !p->async_closing;
   bool closing = p->async_closing;
   bool want = !ready && (p->live > 0 || p->state != PBL__POOL_RUNNING);
-  if (finish)
-    p->async_closing = true; /* under the lock: no send after this */
+  if (finish) { /* under both locks: no send after this */
+    uv_mutex_lock(&p->done_lock);
+    p->async_closing = true;
+    uv_mutex_unlock(&p->done_lock);
+  }
   uv_mutex_unlock(&p->lock);
   if (finish) {
     uv_close((uv_handle_t *)&p->async, on_closed); /* keeps the loop alive */
@@ -146,7 +154,9 @@ static bool stop_locked(pbl_pool_t *p) {
     return false;
   p->state = PBL__POOL_STOPPED;
   bool wake = pbl__pool_cancel_queued(p);
+  uv_mutex_lock(&p->done_lock); /* hands are cleared under done */
   p->kind->cancel_running(p);
+  uv_mutex_unlock(&p->done_lock);
   p->kind->wind_down(p);
   return wake;
 }
@@ -155,10 +165,8 @@ static bool stop_locked(pbl_pool_t *p) {
  * thread, else woken (under the lock: the async cannot be closing). */
 static void unlock_and_settle(pbl_pool_t *p, bool wake) {
   bool here = !p->gone && pbl__on_loop_thread(p->loop);
-  if (!here && !p->gone && !p->wake_pending && !p->async_closing) {
-    p->wake_pending = true;
+  if (!here && !p->gone && pbl__pool_want_wake(p))
     wake = true;
-  }
   if (wake)
     pbl__pool_wake(p);
   uv_mutex_unlock(&p->lock);
@@ -213,18 +221,23 @@ int pbl__pool_init(pbl_pool_t *p, const pbl__pool_kind *kind, pbl_loop_t *pl,
   p->queue_limit = o != NULL ? o->queue_limit : 0;
   p->state = PBL__POOL_RUNNING;
   p->member.close = member_close;
+  atomic_init(&p->wake_pending, false);
   int err = lock_init(&p->lock);
   if (err != 0)
     return err;
-  err = uv_cond_init(&p->join_cv);
+  err = lock_init(&p->done_lock);
   if (err == 0) {
-    err = on_loop(pl, attach, p);
+    err = uv_cond_init(&p->join_cv);
     if (err == 0) {
-      pbl__loop_ref(pl); /* the binding's memory outlives the pool */
-      p->magic = PBL__POOL_MAGIC;
-      return 0;
+      err = on_loop(pl, attach, p);
+      if (err == 0) {
+        pbl__loop_ref(pl); /* the binding's memory outlives the pool */
+        p->magic = PBL__POOL_MAGIC;
+        return 0;
+      }
+      uv_cond_destroy(&p->join_cv);
     }
-    uv_cond_destroy(&p->join_cv);
+    uv_mutex_destroy(&p->done_lock);
   }
   uv_mutex_destroy(&p->lock);
   return err;
@@ -294,8 +307,11 @@ int pbl_pool_stats(pbl_pool_t *p, pbl_pool_stats_t *out) {
   if (!PBL__VALID_POOL(p) || out == NULL)
     return UV_EINVAL;
   uv_mutex_lock(&p->lock);
+  uv_mutex_lock(&p->done_lock);
   *out = p->st;
+  out->running = p->taken - p->finished;
   out->workers = p->kind->workers(p);
+  uv_mutex_unlock(&p->done_lock);
   uv_mutex_unlock(&p->lock);
   return 0;
 }

@@ -8,7 +8,8 @@
  * list: the pool is their tracker. It accepts an item under its lock
  * (state, queue_limit), so scheduling is immediate from any thread: a
  * worker thread can take the item before the loop ever turns. Every
- * accepted item holds a pool reference until the pool is finished with it:
+ * accepted item is kept by the pool until the pool is finished with it
+ * (a hold when accepted on the loop thread, else a reference):
  * a worker ran it, skipped it (it ended while queued) or the pool ended it
  * (stop, failing initializer). Finished items go to the done list; the
  * loop drains that list in batches (one uv_async_send per batch): it
@@ -33,10 +34,16 @@
  * A chunk's timed items are all stamped with the chunk's start: a timeout
  * applies per chunk.
  *
- * Lock order: pool lock, then a task's stripe lock, then in_lock or a
- * waiter's mutex. Nothing takes the pool lock while holding those. The
- * pool lock is never held while a task function, an initializer or a
- * callback runs.
+ * Two locks, as in libuv's pool: "lock" guards the run queue and the
+ * life cycle (scheduling and workers taking jobs), "done" what workers
+ * hand back (the done list, the end counters), so a worker finishing a
+ * task does not hold up the thread scheduling the next one. A job in a
+ * worker's hand is set under lock and cleared under done; stop walks the
+ * hands holding both.
+ *
+ * Lock order: lock, then done, then a task's stripe lock, then in_lock or
+ * a waiter's mutex. No lock is held while a task function, an
+ * initializer or a callback runs.
  */
 #ifndef PBL_POOL_H
 #define PBL_POOL_H
@@ -60,6 +67,7 @@ typedef struct pbl__pool_item {
   struct pbl__pool_item *arm_next; /* lock: timers to arm on the loop */
   uint64_t queued_ns;            /* uv_hrtime() when accepted */
   uint32_t chunk_len;            /* first item of a job: its items; else 0 */
+  bool held;                     /* loop: kept by a hold, not a reference */
 } pbl__pool_item;
 
 typedef struct pbl__pool_list {
@@ -83,7 +91,7 @@ typedef struct pbl__pool_kind {
   void (*act)(pbl_pool_t *p, pbl__kick k);
   /* lock: the pool closed or stopped: idle workers may leave. */
   void (*wind_down)(pbl_pool_t *p);
-  /* lock: the pool stopped: end the work in hand, cancelled. */
+  /* lock and done: the pool stopped: end the work in hand, cancelled. */
   void (*cancel_running)(pbl_pool_t *p);
   /* no lock, any thread but a worker: join or reap exited workers. */
   void (*reap)(pbl_pool_t *p);
@@ -103,28 +111,34 @@ typedef struct pbl__pool_kind {
 struct pbl_pool {
   uint32_t magic;
   const pbl__pool_kind *kind;
-  pbl_loop_t *loop;        /* not touched once the pool is gone */
+  pbl_loop_t *loop;        /* the pool holds a reference on the binding */
   pbl__member member;      /* loop */
   uv_async_t async;        /* the drain: done items, timers, exits, free */
-  uv_mutex_t lock;
+  uv_mutex_t lock;         /* "lock": the run queue and the life cycle */
+  uv_mutex_t done_lock;    /* "done": what workers hand back */
   uv_cond_t join_cv;       /* lock: live or unjoined went down */
+  _Atomic bool wake_pending; /* an async send is on its way */
 
   /* lock */
   uint8_t state;           /* pbl__pool_state */
   bool freed;              /* pbl_pool_free() was called */
   bool member_closing;     /* the binding closes */
-  bool async_closing;      /* no more sends: uv_close() was called */
+  bool async_closing;      /* lock and done: no send after uv_close() */
   bool gone;               /* the async is closed: the loop is let go */
-  bool wake_pending;       /* an async send is on its way */
   size_t queue_limit;      /* 0: unbounded */
   pbl__pool_list queue;    /* accepted items waiting, in order */
   size_t jobs;             /* jobs (chunks) in queue */
-  pbl__pool_list done;     /* finished items the loop has not drained */
-  pbl__pool_item *arms;    /* started items whose timers want arming */
   size_t live;             /* accepted items not yet drained */
   size_t unjoined;         /* workers started and not yet joined/reaped */
   size_t exited;           /* workers that left and wait to be reaped */
-  pbl_pool_stats_t st;     /* queued, running and the end counters */
+  size_t taken;            /* items taken by workers, ever */
+  pbl_pool_stats_t st;     /* lock: queued, respawned; done: the ends and
+                              the waits; running is taken - finished */
+
+  /* done */
+  pbl__pool_list done;     /* finished items the loop has not drained */
+  pbl__pool_item *arms;    /* started items whose timers want arming */
+  size_t finished;         /* taken items handed back, ever */
 
   /* loop */
   bool refd;               /* the async is ref'd */
@@ -141,7 +155,7 @@ int pbl__pool_init(pbl_pool_t *p, const pbl__pool_kind *kind, pbl_loop_t *pl,
 
 /* Any thread: a new item (a task) of `size` bytes for p. Tasks with a
  * timeout take `timed` ops (their end may need the loop), others `plain`.
- * Holds the pool's reference. Returns 0, UV_EINVAL or UV_ENOMEM. */
+ * Returns 0, UV_EINVAL or UV_ENOMEM. */
 int pbl__pool_item_new(pbl_pool_t *p, const pbl__task_ops *plain,
                        const pbl__task_ops *timed, size_t size,
                        const pbl_task_opts *opts, bool want_ref,
@@ -176,16 +190,17 @@ typedef struct pbl__pool_waits {
  * the caller must wake the loop (timers to arm). */
 bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
                           pbl__pool_waits *w);
-/* lock: publishes *w in the stats and clears it. */
+/* done: publishes *w in the stats and clears it. */
 void pbl__pool_add_waits(pbl_pool_t *p, pbl__pool_waits *w);
-/* lock: the pool is finished with the chain of items from `head`.
- * Returns true if the caller must wake the loop (pbl__pool_wake) after
- * dropping the lock. */
-bool pbl__pool_finish(pbl_pool_t *p, pbl__pool_item *head);
+/* done: the pool is finished with the chain of items from `head`, of
+ * which `ran` were taken by a worker (the rest never left the queue).
+ * Returns true if the caller must wake the loop (pbl__pool_wake). */
+bool pbl__pool_finish(pbl_pool_t *p, pbl__pool_item *head, size_t ran);
 /* lock: ends every queued item FAILED with `code` and `msg` (a failing
  * initializer, a worker that could not start). Returns as finish. */
 bool pbl__pool_fail_queued(pbl_pool_t *p, int err, int code, const char *msg);
-/* lock: true if the caller must wake the loop (one send per batch). */
+/* lock or done: true if the caller must wake the loop (one send per
+ * batch). */
 bool pbl__pool_want_wake(pbl_pool_t *p);
 /* Any thread, no lock, while a worker of p is unjoined: wakes the loop. */
 void pbl__pool_wake(pbl_pool_t *p);

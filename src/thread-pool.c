@@ -236,22 +236,21 @@ static void worker_main(void *arg) {
     if (pbl__pool_job_starts(p, job, &waits))
       pbl__pool_wake(p); /* its timers start while it runs */
     run_job(job);
-    uv_mutex_lock(&p->lock);
+    uv_mutex_lock(&p->done_lock);
     w->hand = NULL;
-    p->st.running -= n;
     pbl__pool_add_waits(p, &waits);
-    wake = pbl__pool_finish(p, job) || wake;
+    wake = pbl__pool_finish(p, job, n) || wake;
+    uv_mutex_unlock(&p->done_lock);
     w->ran += (unsigned)n;
+    if (wake) { /* we are not joined: the async lives */
+      pbl__pool_wake(p);
+      wake = false;
+    }
+    uv_mutex_lock(&p->lock);
     if (tp->max_tasks != 0 && w->ran >= tp->max_tasks) {
       tp->vacated++;
       retire = true;
       break;
-    }
-    if (wake) {
-      uv_mutex_unlock(&p->lock);
-      pbl__pool_wake(p);
-      uv_mutex_lock(&p->lock);
-      wake = false;
     }
   }
   leave(w);
