@@ -117,6 +117,15 @@ static inline void count_cb(pbl_task_t *t, void *data) {
   }
 }
 
+/* A thread pool on the fixture's binding. */
+static inline pbl_pool_t *new_pool(pbl_test_fixture *f, unsigned workers,
+                                   unsigned max_tasks) {
+  pbl_pool_opts o = {.workers = workers, .max_tasks = max_tasks};
+  pbl_pool_t *p = NULL;
+  assert_int_equal(pbl_thread_pool_new(f->pl, &o, &p), 0);
+  return p;
+}
+
 /* Frees a pool and runs the loop until it is gone. */
 static inline void pool_free_and_run(pbl_test_fixture *f, pbl_pool_t *p) {
   pbl_pool_free(p);

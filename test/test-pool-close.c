@@ -3,14 +3,6 @@
  * where it could never finish, and an idle pool keeps no loop alive. */
 #include "pool-helpers.h"
 
-static pbl_pool_t *new_pool(pbl_test_fixture *f, unsigned workers,
-                            unsigned max_tasks) {
-  pbl_pool_opts o = {.workers = workers, .max_tasks = max_tasks};
-  pbl_pool_t *p = NULL;
-  assert_int_equal(pbl_thread_pool_new(f->pl, &o, &p), 0);
-  return p;
-}
-
 /* Scenario 48: close completes ten queued tasks. */
 static void test_close_completes_queued(void **state) {
   pbl_test_fixture *f = *state;

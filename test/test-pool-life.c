@@ -5,13 +5,6 @@
  * an end state, and nothing -- thread, handle, fd -- may be left. */
 #include "pool-helpers.h"
 
-static pbl_pool_t *new_pool(pbl_test_fixture *f, unsigned workers) {
-  pbl_pool_opts o = {.workers = workers};
-  pbl_pool_t *p = NULL;
-  assert_int_equal(pbl_thread_pool_new(f->pl, &o, &p), 0);
-  return p;
-}
-
 typedef struct {
   pool_cb_count *c;
   int want;
@@ -53,7 +46,7 @@ static void scheduler(void *arg) {
 
 static void test_schedule_from_many_threads(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 2);
+  pbl_pool_t *p = new_pool(f, 2, 0);
   pool_cb_count c = {0};
   pbl_task_opts o = {.on_done = count_cb, .data = &c};
   uv_thread_t th[SCHEDULERS];
@@ -109,7 +102,7 @@ static void chain_cb(pbl_task_t *t, void *data) {
 
 static void test_schedule_from_task_and_callback(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 2);
+  pbl_pool_t *p = new_pool(f, 2, 0);
   nest n = {.pool = p, .chain = 10};
   n.opts = (pbl_task_opts){.on_done = chain_cb, .data = &n};
   pbl_task_t *t;
@@ -145,7 +138,7 @@ static void canceller(void *arg) {
 
 static void test_cancel_races(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 2);
+  pbl_pool_t *p = new_pool(f, 2, 0);
   pool_cb_count c = {0};
   pbl_task_opts o = {.on_done = count_cb, .data = &c};
   pbl_task_t **ts = calloc(RACE_N, sizeof(*ts));
@@ -181,7 +174,7 @@ static void test_cancel_races(void **state) {
 
 static void test_free_busy_pool(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 1);
+  pbl_pool_t *p = new_pool(f, 1, 0);
   pool_cb_count c = {0};
   pbl_task_opts o = {.on_done = count_cb, .data = &c};
   pbl_task_t *running;
@@ -212,7 +205,7 @@ static void free_in_cb(pbl_task_t *t, void *data) {
 
 static void test_free_from_callback(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 2);
+  pbl_pool_t *p = new_pool(f, 2, 0);
   free_in_cb_arg a = {.pool = p};
   pbl_task_opts o = {.on_done = free_in_cb, .data = &a};
   void *args[20] = {NULL};

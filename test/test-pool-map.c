@@ -4,13 +4,6 @@
  * worker. */
 #include "pool-helpers.h"
 
-static pbl_pool_t *new_pool(pbl_test_fixture *f, unsigned workers) {
-  pbl_pool_opts o = {.workers = workers};
-  pbl_pool_t *p = NULL;
-  assert_int_equal(pbl_thread_pool_new(f->pl, &o, &p), 0);
-  return p;
-}
-
 static void release_all(pbl_task_t **ts, size_t n) {
   for (size_t i = 0; i < n; i++)
     pbl_task_release(ts[i]);
@@ -36,7 +29,7 @@ static void *double_it(void *arg) {
  * on one worker. */
 static void test_map_order_and_chunks(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 2);
+  pbl_pool_t *p = new_pool(f, 2, 0);
   enum { N = 100, CHUNK = 7 };
   item items[N];
   void *args[N];
@@ -68,7 +61,7 @@ static void test_map_order_and_chunks(void **state) {
 /* Scenarios 30/51: empty and single inputs; chunksize 1. */
 static void test_map_empty_and_single(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 1);
+  pbl_pool_t *p = new_pool(f, 1, 0);
   pbl_task_t *t = NULL;
   assert_int_equal(pbl_pool_map_thread(p, identity, NULL, 0, 1, NULL, &t), 0);
   assert_null(t);
@@ -88,7 +81,7 @@ static void test_map_empty_and_single(void **state) {
 /* Scenarios 32/51: chunksize 0 is refused, as are other bad arguments. */
 static void test_map_bad_input(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 1);
+  pbl_pool_t *p = new_pool(f, 1, 0);
   void *args[2] = {NULL, NULL};
   pbl_task_t *ts[2] = {NULL, NULL};
   assert_int_equal(pbl_pool_map_thread(p, identity, args, 2, 0, NULL, ts),
@@ -121,7 +114,7 @@ static void *fail_on_two(void *arg) {
 
 static void test_map_error_in_one_item(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 2);
+  pbl_pool_t *p = new_pool(f, 2, 0);
   void *args[5] = {(void *)0, (void *)1, (void *)2, (void *)3, (void *)4};
   pbl_task_t *ts[5];
   assert_int_equal(pbl_pool_map_thread(p, fail_on_two, args, 5, 3, NULL, ts),
@@ -157,7 +150,7 @@ static void *sleep_30ms(void *arg) {
 
 static void test_map_timeout_per_chunk(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 1);
+  pbl_pool_t *p = new_pool(f, 1, 0);
   enum { N = 20 };
   void *args[N] = {NULL};
   pbl_task_t *ts[N];
@@ -174,7 +167,7 @@ static void test_map_timeout_per_chunk(void **state) {
  * running item is flagged, the items after it never start. */
 static void test_map_chunk_times_out(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 1);
+  pbl_pool_t *p = new_pool(f, 1, 0);
   void *args[3] = {NULL};
   pbl_task_t *ts[3];
   pool_cb_count c = {0};
@@ -209,7 +202,7 @@ static void test_map_cancel_one(void **state) {
   pbl_test_fixture *f = *state;
   atomic_store(&ran_mask, 0);
   pbl_test_gate_init(&first_gate);
-  pbl_pool_t *p = new_pool(f, 1);
+  pbl_pool_t *p = new_pool(f, 1, 0);
   void *args[5] = {(void *)0, (void *)1, (void *)2, (void *)3, (void *)4};
   pbl_task_t *ts[5];
   assert_int_equal(pbl_pool_map_thread(p, mark_gated, args, 5, 2, NULL, ts),
@@ -238,7 +231,7 @@ static void test_map_cancel_one(void **state) {
 /* Fire and forget: no tasks array, callbacks still once each. */
 static void test_map_without_tasks(void **state) {
   pbl_test_fixture *f = *state;
-  pbl_pool_t *p = new_pool(f, 2);
+  pbl_pool_t *p = new_pool(f, 2, 0);
   enum { N = 50 };
   void *args[N] = {NULL};
   pool_cb_count c = {0};

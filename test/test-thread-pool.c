@@ -6,14 +6,6 @@
 
 #include <string.h>
 
-static pbl_pool_t *new_pool(pbl_test_fixture *f, unsigned workers,
-                            unsigned max_tasks) {
-  pbl_pool_opts o = {.workers = workers, .max_tasks = max_tasks};
-  pbl_pool_t *p = NULL;
-  assert_int_equal(pbl_thread_pool_new(f->pl, &o, &p), 0);
-  return p;
-}
-
 /* Scenario 44: one task, its result and its callback. */
 static void test_single_task(void **state) {
   pbl_test_fixture *f = *state;
