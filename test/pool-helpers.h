@@ -6,28 +6,14 @@
 
 #include "helpers.h"
 
-#include <dirent.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-/* Threads of this process (/proc/self/task). */
-static inline size_t pool_test_count_threads(void) {
-  DIR *d = opendir("/proc/self/task");
-  assert_non_null(d);
-  size_t n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(d);
-  return n;
-}
-
 static size_t pool_test_threads_before;
 
 static inline int pool_setup(void **state) {
-  pool_test_threads_before = pool_test_count_threads();
+  pool_test_threads_before = pbl_test_count_threads();
   return pbl_test_setup(state);
 }
 
@@ -35,9 +21,9 @@ static inline int pool_setup(void **state) {
  * listed for a moment (the kernel reaps it after pthread_join returns), so
  * this looks again for a while: the join itself is what synchronised. */
 static inline bool pool_test_threads_back_to(size_t n) {
-  for (int i = 0; i < 2000 && pool_test_count_threads() != n; i++)
+  for (int i = 0; i < 2000 && pbl_test_count_threads() != n; i++)
     uv_sleep(1);
-  return pool_test_count_threads() == n;
+  return pbl_test_count_threads() == n;
 }
 
 /* The fixture's proof, plus: every pool thread was joined. */

@@ -85,7 +85,7 @@ static void test_join_timeout_then_stop(void **state) {
   (void)state;
   pbl_loop_t *dl = pbl_default_loop();
   assert_non_null(dl);
-  size_t threads = pool_test_count_threads();
+  size_t threads = pbl_test_count_threads();
   pbl_pool_opts o = {.workers = 2};
   pbl_pool_t *p;
   assert_int_equal(pbl_thread_pool_new(dl, &o, &p), 0);

@@ -226,7 +226,7 @@ static void on_closed(pbl_loop_t *pl) {
 
 static void test_binding_close_with_busy_pool(void **state) {
   (void)state;
-  size_t threads = pool_test_count_threads();
+  size_t threads = pbl_test_count_threads();
   size_t fds = pbl_test_count_fds();
   uv_loop_t uv;
   pbl_loop_t *pl;
