@@ -77,6 +77,9 @@ typedef struct pbl__task_ops {
   /* Loop thread: the task ended by cancel or timeout while its work may
    * still be in flight: stop that work. Called once per task at most. */
   void (*abort)(pbl_task_t *t);
+  /* Loop thread: the work posted with pbl__loop_post_finished ended. May
+   * be NULL for kinds that never post it. */
+  void (*finished)(pbl_task_t *t);
   /* Any thread: frees what the kind owns. May be NULL. */
   void (*destroy)(pbl_task_t *t);
   /* Any thread: words on an end other than a pbl_fail failure, or NULL
@@ -138,8 +141,8 @@ enum {
   PBL__L_KIND = 1 << 5       /* free for the task's kind */
 };
 
-/* Kept to 112 bytes: a thread task (this + uv_work_t) is then 240 bytes,
- * one 256-byte malloc chunk. */
+/* 120 bytes: a thread task (this + its run-queue link and argument) is
+ * 144 bytes, one 160-byte malloc chunk. */
 struct pbl_task {
   uint32_t magic;
   _Atomic uint8_t state;   /* pbl_task_state; release-stored by settle */
@@ -160,12 +163,30 @@ struct pbl_task {
   } u;                     /* published by state */
   pbl__task_extra *x;      /* set at creation or never */
   pbl__wait_node *waiters; /* stripe */
-  pbl_task_t *in_next;     /* inbox link (in_lock) */
-  pbl_task_t *done_next;   /* inbox link (in_lock) */
+  pbl_task_t *in_next;     /* inbox links (in_lock): take in, */
+  pbl_task_t *fin_next;    /* work finished, */
+  pbl_task_t *done_next;   /* deliver */
   QUEUE live;              /* loop: pl->live */
 };
 
 /* ---- the binding ---- */
+
+/* The inbox's lists, in the order a drain serves them. */
+enum { PBL__IN_TAKE, PBL__IN_FINISHED, PBL__IN_DELIVER, PBL__IN_LISTS };
+typedef struct {
+  pbl_task_t *head, *tail;
+} pbl__task_list;
+
+/* libuv's thread pool as thread tasks use it (thread-task.c): a run queue
+ * per binding, drained by at most `max_runners` uv_work_t "runners". One
+ * uv_queue_work per task would contend with the pool's workers for
+ * libuv's one global mutex and wake a worker per task. */
+typedef struct {
+  uv_mutex_t lock;   /* guards queue */
+  QUEUE queue;       /* thread tasks waiting for a runner */
+  unsigned runners;  /* loop: runners queued or running */
+  unsigned max_runners; /* libuv's pool size */
+} pbl__runq;
 
 struct pbl_loop {
   uint32_t magic;
@@ -176,8 +197,7 @@ struct pbl_loop {
   bool is_default;
 
   uv_mutex_t in_lock;      /* guards the inbox fields below */
-  pbl_task_t *in_head, *in_tail;     /* submissions, FIFO */
-  pbl_task_t *done_head, *done_tail; /* deliveries, FIFO */
+  pbl__task_list inbox[PBL__IN_LISTS]; /* FIFO each */
   bool in_closed;          /* no more posts: the async is closing */
   bool close_requested;    /* a foreign thread asked to close */
   void (*close_req_cb)(pbl_loop_t *);
@@ -190,6 +210,7 @@ struct pbl_loop {
   bool async_refd;
   void (*closed_cb)(pbl_loop_t *);
   QUEUE members;           /* pools bound to this loop */
+  pbl__runq runq;          /* thread tasks on libuv's pool */
 };
 
 /* Something bound to a loop that must end before the loop closes. */
@@ -210,7 +231,11 @@ int pbl__loop_submit(pbl_loop_t *pl, pbl_task_t *t);
 /* Any thread: queue t to be taken in (pbl__task_take_in) or delivered
  * (pbl__task_deliver) on the loop thread. 0 or PBL_ECLOSED. */
 int pbl__loop_post_in(pbl_loop_t *pl, pbl_task_t *t);
+int pbl__loop_post_finished(pbl_loop_t *pl, pbl_task_t *t); /* ops->finished */
 int pbl__loop_post_delivery(pbl_loop_t *pl, pbl_task_t *t);
+/* thread-task.c: a binding's run queue. */
+int pbl__runq_init(pbl__runq *rq);
+void pbl__runq_destroy(pbl__runq *rq);
 /* Loop thread: close even the default binding (at exit). */
 void pbl__loop_close_internal(pbl_loop_t *pl, void (*cb)(pbl_loop_t *));
 void pbl__loop_track(pbl_loop_t *pl, pbl_task_t *t);
@@ -294,6 +319,7 @@ typedef struct pbl__thread_run {
 void *pbl__thread_invoke(pbl_task_t *t, pbl_thread_fn fn, void *arg,
                          pbl__thread_run *r);
 size_t pbl__thread_task_size(void); /* for the memory benchmark */
+unsigned pbl__uv_pool_size(void);   /* as libuv computes it */
 
 /* ids */
 uint64_t pbl__next_id(void);

@@ -46,6 +46,7 @@ void pbl__loop_unref(pbl_loop_t *pl) {
   if (atomic_fetch_sub_explicit(&pl->refs, 1, memory_order_acq_rel) != 1)
     return;
   uv_mutex_destroy(&pl->in_lock);
+  pbl__runq_destroy(&pl->runq);
   pl->magic = PBL__DEAD_MAGIC;
   pbl__free(pl);
 }
@@ -96,8 +97,15 @@ int pbl_loop_new(uv_loop_t *loop, pbl_loop_t **out) {
     pbl__free(pl);
     return err;
   }
+  err = pbl__runq_init(&pl->runq);
+  if (err != 0) {
+    uv_mutex_destroy(&pl->in_lock);
+    pbl__free(pl);
+    return err;
+  }
   err = uv_async_init(loop, &pl->async, on_async);
   if (err != 0) {
+    pbl__runq_destroy(&pl->runq);
     uv_mutex_destroy(&pl->in_lock);
     pbl__free(pl);
     return err;
@@ -119,31 +127,45 @@ uv_loop_t *pbl_loop_uv(const pbl_loop_t *pl) {
   return PBL__VALID_LOOP(pl) ? pl->uv : NULL;
 }
 
+/* Inbox lists, in the order a drain serves them: a task cancelled while
+ * still in the inbox is taken in (and skipped) before its work-finished
+ * notice and its callback. Each list has a link of its own in the task:
+ * a task may sit in all three at once. */
+static pbl_task_t **link_of(pbl_task_t *t, int list) {
+  switch (list) {
+  case PBL__IN_TAKE:
+    return &t->in_next;
+  case PBL__IN_FINISHED:
+    return &t->fin_next;
+  default:
+    return &t->done_next;
+  }
+}
+
+/* in_lock held. */
+static bool inbox_empty(const pbl_loop_t *pl) {
+  for (int i = 0; i < PBL__IN_LISTS; i++)
+    if (pl->inbox[i].head != NULL)
+      return false;
+  return !pl->close_requested;
+}
+
 /* Any thread. Appends under in_lock; the poster that makes the inbox
  * non-empty wakes the loop. */
-static int post(pbl_loop_t *pl, pbl_task_t *t, bool delivery) {
+static int post(pbl_loop_t *pl, pbl_task_t *t, int list) {
   uv_mutex_lock(&pl->in_lock);
   if (pl->in_closed) {
     uv_mutex_unlock(&pl->in_lock);
     return PBL_ECLOSED;
   }
-  bool was_empty = pl->in_head == NULL && pl->done_head == NULL &&
-                   !pl->close_requested;
-  if (delivery) {
-    t->done_next = NULL;
-    if (pl->done_tail != NULL)
-      pl->done_tail->done_next = t;
-    else
-      pl->done_head = t;
-    pl->done_tail = t;
-  } else {
-    t->in_next = NULL;
-    if (pl->in_tail != NULL)
-      pl->in_tail->in_next = t;
-    else
-      pl->in_head = t;
-    pl->in_tail = t;
-  }
+  bool was_empty = inbox_empty(pl);
+  pbl__task_list *l = &pl->inbox[list];
+  *link_of(t, list) = NULL;
+  if (l->tail != NULL)
+    *link_of(l->tail, list) = t;
+  else
+    l->head = t;
+  l->tail = t;
   if (was_empty)
     uv_async_send(&pl->async);
   uv_mutex_unlock(&pl->in_lock);
@@ -157,41 +179,47 @@ int pbl__loop_submit(pbl_loop_t *pl, pbl_task_t *t) {
     pbl__task_take_in(t);
     return 0;
   }
-  return post(pl, t, false);
+  return post(pl, t, PBL__IN_TAKE);
 }
 
 int pbl__loop_post_in(pbl_loop_t *pl, pbl_task_t *t) {
-  return post(pl, t, false);
+  return post(pl, t, PBL__IN_TAKE);
+}
+
+int pbl__loop_post_finished(pbl_loop_t *pl, pbl_task_t *t) {
+  return post(pl, t, PBL__IN_FINISHED);
 }
 
 int pbl__loop_post_delivery(pbl_loop_t *pl, pbl_task_t *t) {
-  return post(pl, t, true);
+  return post(pl, t, PBL__IN_DELIVER);
 }
 
-/* Loop thread: everything other threads handed over since the last turn.
- * Takes are processed before deliveries: a task cancelled while still in
- * the inbox is taken in (and skipped) before its callback runs. */
+/* Loop thread: everything other threads handed over since the last turn. */
 static void on_async(uv_async_t *a) {
   pbl_loop_t *pl = a->data;
+  pbl__task_list batch[PBL__IN_LISTS];
   uv_mutex_lock(&pl->in_lock);
-  pbl_task_t *in = pl->in_head;
-  pbl_task_t *done = pl->done_head;
+  for (int i = 0; i < PBL__IN_LISTS; i++) {
+    batch[i] = pl->inbox[i];
+    pl->inbox[i].head = pl->inbox[i].tail = NULL;
+  }
   bool close_req = pl->close_requested;
   void (*close_cb)(pbl_loop_t *) = pl->close_req_cb;
-  pl->in_head = pl->in_tail = NULL;
-  pl->done_head = pl->done_tail = NULL;
   pl->close_requested = false;
   uv_mutex_unlock(&pl->in_lock);
   /* Posts made from here on find the inbox empty and send again. */
-  while (in != NULL) {
-    pbl_task_t *next = in->in_next;
-    pbl__task_take_in(in);
-    in = next;
-  }
-  while (done != NULL) {
-    pbl_task_t *next = done->done_next; /* the callback may free done */
-    pbl__task_deliver(done);
-    done = next;
+  for (int i = 0; i < PBL__IN_LISTS; i++) {
+    pbl_task_t *t = batch[i].head;
+    while (t != NULL) {
+      pbl_task_t *next = *link_of(t, i); /* t may be freed below */
+      if (i == PBL__IN_TAKE)
+        pbl__task_take_in(t);
+      else if (i == PBL__IN_FINISHED)
+        t->ops->finished(t);
+      else
+        pbl__task_deliver(t);
+      t = next;
+    }
   }
   if (close_req)
     close_now(pl, close_cb);
@@ -223,8 +251,7 @@ static void maybe_finish_close(pbl_loop_t *pl) {
       !QUEUE_EMPTY(&pl->live) || !QUEUE_EMPTY(&pl->members))
     return;
   uv_mutex_lock(&pl->in_lock);
-  bool busy = pl->in_closed || pl->in_head != NULL || pl->done_head != NULL ||
-              pl->close_requested;
+  bool busy = pl->in_closed || !inbox_empty(pl);
   if (!busy)
     pl->in_closed = true;
   uv_mutex_unlock(&pl->in_lock);
@@ -270,7 +297,7 @@ void pbl_loop_close(pbl_loop_t *pl, void (*closed_cb)(pbl_loop_t *)) {
   }
   uv_mutex_lock(&pl->in_lock);
   if (!pl->in_closed && !pl->close_requested) {
-    bool was_empty = pl->in_head == NULL && pl->done_head == NULL;
+    bool was_empty = inbox_empty(pl);
     pl->close_requested = true;
     pl->close_req_cb = closed_cb;
     if (was_empty)

@@ -24,20 +24,30 @@
 #include "internal.h"
 
 /* Tasks share 64 statically initialised locks (uv_mutex_t is a
- * pthread_mutex_t on Unix): a mutex per task would cost 40 bytes each. */
+ * pthread_mutex_t on Unix): a mutex per task would cost 40 bytes each.
+ * Each lock has a cache line of its own: workers end tasks while the loop
+ * thread delivers their neighbours (consecutive ids, adjacent stripes),
+ * and packed 40-byte locks would bounce shared lines between the CPUs. */
 #define STRIPES 64 /* power of two */
-#define M PTHREAD_MUTEX_INITIALIZER
+#define LINE 64
+typedef union {
+  uv_mutex_t mu;
+  char pad[LINE];
+} stripe;
+_Static_assert(sizeof(uv_mutex_t) <= LINE, "a stripe fits a cache line");
+#define M {PTHREAD_MUTEX_INITIALIZER}
 #define M8 M, M, M, M, M, M, M, M
-static uv_mutex_t stripes[STRIPES] = {M8, M8, M8, M8, M8, M8, M8, M8};
+static _Alignas(LINE) stripe stripes[STRIPES] = {M8, M8, M8, M8,
+                                                  M8, M8, M8, M8};
 #undef M8
 #undef M
 
 void pbl__task_lock(const pbl_task_t *t) {
-  uv_mutex_lock(&stripes[t->id & (STRIPES - 1)]);
+  uv_mutex_lock(&stripes[t->id & (STRIPES - 1)].mu);
 }
 
 void pbl__task_unlock(const pbl_task_t *t) {
-  uv_mutex_unlock(&stripes[t->id & (STRIPES - 1)]);
+  uv_mutex_unlock(&stripes[t->id & (STRIPES - 1)].mu);
 }
 
 uint64_t pbl__next_id(void) {
@@ -198,8 +208,8 @@ static void maybe_retire(pbl_task_t *t) {
   pbl_task_release(t); /* the flight reference */
 }
 
-void pbl__task_deliver(pbl_task_t *t) {
-  pbl__task_lock(t);
+/* Stripe lock held: releases it before calling out. */
+static void deliver_locked(pbl_task_t *t) {
   t->sflags &= (uint8_t)~PBL__S_DELIVERY_QUEUED;
   pbl_done_cb cb = t->on_done;
   void *data = t->data;
@@ -227,15 +237,21 @@ void pbl__task_deliver(pbl_task_t *t) {
   pbl_task_release(t); /* the late delivery's reference */
 }
 
+void pbl__task_deliver(pbl_task_t *t) {
+  pbl__task_lock(t);
+  deliver_locked(t);
+}
+
+/* Claims and runs the delivery under one hold of the stripe lock: the
+ * claim (S_DELIVERY_QUEUED) would be cleared again at once. */
 void pbl__task_deliver_due(pbl_task_t *t) {
   pbl__task_lock(t);
   bool due = PBL__ENDED(atomic_load_explicit(&t->state, memory_order_relaxed)) &&
              (t->sflags & (PBL__S_DELIVERY_QUEUED | PBL__S_DELIVERED)) == 0;
   if (due)
-    t->sflags |= PBL__S_DELIVERY_QUEUED;
-  pbl__task_unlock(t);
-  if (due)
-    pbl__task_deliver(t);
+    deliver_locked(t);
+  else
+    pbl__task_unlock(t);
 }
 
 void pbl__task_hold(pbl_task_t *t) {

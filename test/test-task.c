@@ -265,10 +265,10 @@ static void test_cancel_return_values(void **state) {
   pbl_task_opts o = {.on_done = record_cb, .data = &r};
   pbl_task_t *running, *done;
   assert_int_equal(pbl_thread(f->pl, identity, NULL, NULL, &done), 0);
-  assert_int_equal(pbl_task_wait(done, 0), UV_ETIMEDOUT); /* zero: a poll */
   assert_int_equal(pbl_thread(f->pl, gated, &gate, &o, &running), 0);
   assert_true(pbl_test_gate_wait_entered(&gate, 1, 10000));
   assert_int_equal(pbl_task_state_of(running), PBL_RUNNING);
+  assert_int_equal(pbl_task_wait(running, 0), UV_ETIMEDOUT); /* a poll */
   assert_null(pbl_task_message(running)); /* not ended */
   assert_int_equal(pbl_task_error(running), 0);
   assert_int_equal(pbl_task_cancel(running), 0);

@@ -1,0 +1,51 @@
+/* Statistics and environment helpers for the benchmarks. */
+#include <stdlib.h>
+
+#include "bench.h"
+
+void *bench_alloc(size_t n) {
+  void *p = malloc(n);
+  if (p == NULL) {
+    fprintf(stderr, "out of memory (%zu bytes)\n", n);
+    exit(1);
+  }
+  return p;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+double bench_median(double *v, size_t n) {
+  qsort(v, n, sizeof(*v), cmp_double);
+  return n % 2 != 0 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+void bench_sort_u64(uint64_t *v, size_t n) {
+  qsort(v, n, sizeof(*v), cmp_u64);
+}
+
+uint64_t bench_percentile(const uint64_t *sorted, size_t n, double p) {
+  size_t rank = (size_t)(p / 100.0 * (double)n + 0.999999);
+  if (rank < 1)
+    rank = 1;
+  if (rank > n)
+    rank = n;
+  return sorted[rank - 1];
+}
+
+/* libuv 1.44's threadpool.c: atoi of the variable, 0 means 1, at most
+ * 1024 (a negative value wraps as unsigned and is clamped too). */
+unsigned bench_pool_size(void) {
+  const char *val = getenv("UV_THREADPOOL_SIZE");
+  unsigned n = val != NULL ? (unsigned)atoi(val) : 4;
+  if (n == 0)
+    n = 1;
+  return n > 1024 ? 1024 : n;
+}

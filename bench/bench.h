@@ -1,0 +1,43 @@
+/* What every benchmark shares: the clock, statistics, libuv's pool size,
+ * and a check that stops the run on an unexpected error (a benchmark has
+ * no one to hand an error to but its output and its exit status). */
+#ifndef PBL_BENCH_H
+#define PBL_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <pebble.h>
+
+#define BENCH_CHECK(expr)                                                      \
+  do {                                                                         \
+    int rc_ = (expr);                                                          \
+    if (rc_ != 0) {                                                            \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,            \
+              pbl_strerror(rc_));                                              \
+      exit(1);                                                                 \
+    }                                                                          \
+  } while (0)
+
+/* Like BENCH_CHECK, for a malloc that must not fail. */
+void *bench_alloc(size_t n);
+
+/* Monotonic nanoseconds. */
+static inline uint64_t bench_now(void) {
+  return uv_hrtime();
+}
+
+/* Sorts v in place; the median of n > 0 values. */
+double bench_median(double *v, size_t n);
+/* Sorts v in place. */
+void bench_sort_u64(uint64_t *v, size_t n);
+/* The p-th percentile (0..100) of n > 0 sorted values, nearest rank. */
+uint64_t bench_percentile(const uint64_t *sorted, size_t n, double p);
+
+/* The size libuv's pool has (or will have) in this process: libuv reads
+ * UV_THREADPOOL_SIZE once, at its first use, with these rules. */
+unsigned bench_pool_size(void);
+
+#endif /* PBL_BENCH_H */

@@ -1,0 +1,50 @@
+/* Internal API shared by the process kinds: the function registry, the
+ * worker's command line, and the words for how a child ended. */
+#ifndef PBL_PROCESS_H
+#define PBL_PROCESS_H
+
+#include "child.h"
+#include "internal.h"
+
+/* registry.c. Thread: any. The name of a registered function (static
+ * storage), or NULL. */
+const char *pbl__registry_name(pbl_process_fn fn);
+/* The function registered under name, or NULL. */
+pbl_process_fn pbl__registry_find(const char *name);
+
+/* A worker is started as `<program> --pbl-worker=<version>,<parent pid>`
+ * with its channel on fd 3. The marker is on the command line only, so
+ * nothing of it is inherited by the processes a task starts. */
+#define PBL__WORKER_ARG "--pbl-worker="
+#define PBL__WORKER_FD 3
+/* Exit codes of a worker that gives up (sysexits.h values). */
+#define PBL__WORKER_EXIT_PROTO 76 /* EX_PROTOCOL: the parent sent garbage */
+#define PBL__WORKER_EXIT_SETUP 71 /* EX_OSERR: no channel, no memory */
+
+/* worker.c: exits if this process was started as a worker but its main()
+ * skipped pbl_worker_main() (it would start workers without end). */
+void pbl__worker_guard(void);
+
+/* Default grace between SIGTERM and SIGKILL. */
+#define PBL__KILL_GRACE_MS 1000
+
+/* The grace of task t in ms. */
+static inline uint64_t pbl__kill_grace_ms(const pbl_task_t *t) {
+  return t->x != NULL && t->x->kill_grace_ms > 0 ? (uint64_t)t->x->kill_grace_ms
+                                                 : PBL__KILL_GRACE_MS;
+}
+
+/* worker-spawn.c: loop thread. Starts a worker (worker_path, or this
+ * program when NULL) with its channel on fd 3; as pbl__child_spawn. */
+int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
+                      pbl__child_exit_cb on_exit,
+                      pbl__child_closed_cb on_closed, void *data,
+                      pbl__child **out);
+
+/* child.c: "SIGSEGV" for 11; "SIG99" written to buf otherwise. */
+const char *pbl__signal_name(int sig, char *buf, size_t len);
+/* Words on how a child ended, malloc'd: "<who> killed by signal 11
+ * (SIGSEGV)", "<who> exited with status 3". NULL if out of memory. */
+char *pbl__exit_words(const char *who, int64_t status, int sig);
+
+#endif /* PBL_PROCESS_H */

@@ -1,0 +1,194 @@
+/* The default binding: made on first use, its own loop on a background
+ * thread, usable from any thread, not closable by users, and shut down
+ * cleanly at exit even with a task still running. */
+#include "helpers.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *identity(void *arg) {
+  return arg;
+}
+
+typedef struct {
+  uv_thread_t main_thread;
+  _Atomic int on_main;
+  pbl_test_gate called; /* open: the callback only counts its entry */
+} cb_probe;
+
+static void probe_cb(pbl_task_t *t, void *data) {
+  cb_probe *p = data;
+  uv_thread_t self = uv_thread_self();
+  (void)t;
+  if (uv_thread_equal(&self, &p->main_thread))
+    atomic_fetch_add(&p->on_main, 1);
+  pbl_test_gate_pass(&p->called);
+}
+
+static void test_default_loop_is_made_once(void **state) {
+  (void)state;
+  pbl_loop_t *a = pbl_default_loop();
+  assert_non_null(a);
+  assert_ptr_equal(pbl_default_loop(), a);
+  assert_non_null(pbl_loop_uv(a));
+}
+
+static void test_default_loop_runs_tasks_off_the_main_thread(void **state) {
+  (void)state;
+  cb_probe p = {.main_thread = uv_thread_self()};
+  pbl_test_gate_init(&p.called);
+  pbl_test_gate_open(&p.called);
+  pbl_task_opts o = {.on_done = probe_cb, .data = &p};
+  pbl_task_t *t;
+  int value = 3;
+  assert_int_equal(pbl_thread(pbl_default_loop(), identity, &value, &o, &t),
+                   0);
+  void *result = NULL;
+  assert_int_equal(pbl_task_get(t, 30000, &result), 0);
+  assert_ptr_equal(result, &value);
+  assert_true(pbl_test_gate_wait_entered(&p.called, 1, 30000));
+  /* A callback set after the end fires too, on the loop thread. */
+  assert_int_equal(pbl_task_on_done(t, NULL, NULL), UV_EALREADY);
+  pbl_task_release(t);
+  assert_int_equal(pbl_thread(pbl_default_loop(), identity, NULL, NULL, &t),
+                   0);
+  assert_int_equal(pbl_task_wait(t, 30000), 0);
+  assert_int_equal(pbl_task_on_done(t, probe_cb, &p), 0);
+  assert_true(pbl_test_gate_wait_entered(&p.called, 2, 30000));
+  pbl_task_release(t);
+  assert_int_equal(atomic_load(&p.on_main), 0);
+  pbl_test_gate_destroy(&p.called);
+}
+
+static void test_users_cannot_close_the_default_loop(void **state) {
+  (void)state;
+  pbl_loop_close(pbl_default_loop(), NULL); /* does nothing */
+  pbl_task_t *t;
+  assert_int_equal(pbl_thread(pbl_default_loop(), identity, NULL, NULL, &t),
+                   0);
+  assert_int_equal(pbl_task_wait(t, 30000), 0);
+  pbl_task_release(t);
+}
+
+static void submit_many(void *arg) {
+  _Atomic int *errors = arg;
+  for (int i = 0; i < 1000; i++) {
+    pbl_task_t *t;
+    void *result = NULL;
+    if (pbl_thread(pbl_default_loop(), identity, (void *)(intptr_t)(i + 1),
+                   NULL, &t) != 0) {
+      atomic_fetch_add(errors, 1);
+      continue;
+    }
+    if (pbl_task_get(t, 30000, &result) != 0 ||
+        (intptr_t)result != (intptr_t)(i + 1))
+      atomic_fetch_add(errors, 1);
+    pbl_task_release(t);
+  }
+}
+
+static void test_default_loop_from_many_threads(void **state) {
+  (void)state;
+  _Atomic int errors = 0;
+  uv_thread_t th[4];
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(uv_thread_create(&th[i], submit_many, &errors), 0);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(uv_thread_join(&th[i]), 0);
+  assert_int_equal(atomic_load(&errors), 0);
+}
+
+/* ---- exit with a task still running ---- */
+
+static void *until_cancelled(void *arg) {
+  pbl_test_gate *started = arg;
+  pbl_test_gate_pass(started); /* open: only counts the entry */
+  while (!pbl_cancelled())
+    uv_sleep(1); /* the task's own work: polls its flag, as users do */
+  return NULL;
+}
+
+/* Child mode: start a task that runs until cancelled, then return from
+ * main. The atexit handler must cancel it, wait for it and join. */
+static int exit_with_running_task(void) {
+  pbl_test_gate started;
+  pbl_test_gate_init(&started);
+  pbl_test_gate_open(&started);
+  pbl_task_t *t;
+  if (pbl_thread(pbl_default_loop(), until_cancelled, &started, NULL, &t) != 0)
+    return 2;
+  if (!pbl_test_gate_wait_entered(&started, 1, 30000))
+    return 3;
+  pbl_task_release(t);
+  printf("returning from main\n");
+  return 0;
+}
+
+typedef struct {
+  int64_t exit_status;
+  int term_signal;
+  bool exited;
+  bool guard_fired;
+} child_result;
+
+static void on_child_exit(uv_process_t *p, int64_t status, int sig) {
+  child_result *r = p->data;
+  r->exit_status = status;
+  r->term_signal = sig;
+  r->exited = true;
+  uv_close((uv_handle_t *)p, NULL);
+}
+
+static void on_guard(uv_timer_t *timer) {
+  child_result *r = timer->data;
+  r->guard_fired = true; /* the child hangs at exit: fail, kill it */
+}
+
+static void test_exit_with_a_running_task_shuts_down(void **state) {
+  (void)state;
+  uv_loop_t uv;
+  assert_int_equal(uv_loop_init(&uv), 0);
+  char exe[4096];
+  size_t len = sizeof(exe);
+  assert_int_equal(uv_exepath(exe, &len), 0);
+  char *args[] = {exe, "exit-with-running-task", NULL};
+  uv_stdio_container_t stdio[3] = {
+      {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_INHERIT_FD,
+                                                   .data.fd = 2}};
+  child_result r = {0};
+  uv_process_options_t po = {.file = exe, .args = args, .stdio = stdio,
+                             .stdio_count = 3, .exit_cb = on_child_exit};
+  uv_process_t proc;
+  proc.data = &r;
+  assert_int_equal(uv_spawn(&uv, &proc, &po), 0);
+  uv_timer_t guard;
+  uv_timer_init(&uv, &guard);
+  guard.data = &r;
+  uv_timer_start(&guard, on_guard, 30000, 0);
+  while (!r.exited && !r.guard_fired)
+    uv_run(&uv, UV_RUN_ONCE);
+  if (!r.exited)
+    uv_process_kill(&proc, SIGKILL);
+  uv_close((uv_handle_t *)&guard, NULL);
+  uv_run(&uv, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&uv), 0);
+  assert_false(r.guard_fired);
+  assert_int_equal(r.term_signal, 0);
+  assert_int_equal(r.exit_status, 0);
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "exit-with-running-task") == 0)
+    return exit_with_running_task();
+  const struct CMUnitTest tests[] = {
+      /* first: it spawns, before this process has any thread */
+      cmocka_unit_test(test_exit_with_a_running_task_shuts_down),
+      cmocka_unit_test(test_default_loop_is_made_once),
+      cmocka_unit_test(test_default_loop_runs_tasks_off_the_main_thread),
+      cmocka_unit_test(test_users_cannot_close_the_default_loop),
+      cmocka_unit_test(test_default_loop_from_many_threads),
+  };
+  return cmocka_run_group_tests_name("default-loop", tests, NULL, NULL);
+}

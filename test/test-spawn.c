@@ -1,0 +1,278 @@
+/* Command tasks: end states, stdin, capture with its limit, env, cwd,
+ * timeout and cancel (the command's process group dies), bad input. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define F(state) pbl_test_fixture *f = *(state)
+
+static pbl_task_t *run(pbl_test_fixture *f, const char *const argv[],
+                       const pbl_spawn_opts *o) {
+  pbl_task_t *t = NULL;
+  assert_int_equal(pbl_spawn(f->pl, argv, o, &t), 0);
+  assert_non_null(t);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_true(pbl_task_state_of(t) >= PBL_DONE);
+  return t;
+}
+
+static void assert_out(const pbl_task_t *t, const char *want) {
+  size_t len;
+  const void *p = pbl_task_stdout(t, &len);
+  assert_int_equal(len, strlen(want));
+  if (len > 0)
+    assert_memory_equal(p, want, len);
+}
+
+static void test_exit_zero_is_done(void **state) {
+  F(state);
+  const char *argv[] = {"sh", "-c", "echo out; echo err >&2", NULL};
+  pbl_task_t *t = run(f, argv, NULL);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  assert_int_equal(pbl_task_get(t, 0, NULL), 0);
+  assert_int_equal(pbl_task_exit_status(t), 0);
+  assert_true(pbl_task_pid(t) > 0);
+  assert_out(t, "out\n");
+  size_t len;
+  const void *e = pbl_task_stderr(t, &len);
+  assert_int_equal(len, 4);
+  assert_memory_equal(e, "err\n", 4);
+  assert_int_equal(pbl_task_stdout_dropped(t), 0);
+  pbl_task_release(t);
+}
+
+static void test_exit_codes_fail(void **state) {
+  F(state);
+  const char *argv[] = {"sh", "-c", "echo partial; exit 3", NULL};
+  pbl_task_t *t = run(f, argv, NULL);
+  assert_int_equal(pbl_task_state_of(t), PBL_FAILED);
+  assert_int_equal(pbl_task_error(t), PBL_EFAILED);
+  assert_int_equal(pbl_task_exit_status(t), 3);
+  assert_int_equal(pbl_task_fail_code(t), 3);
+  assert_int_equal(pbl_task_term_signal(t), 0);
+  assert_non_null(strstr(pbl_task_message(t), "exited with status 3"));
+  assert_out(t, "partial\n"); /* output of a failed command is kept */
+  pbl_task_release(t);
+}
+
+static void test_foreign_signal_expires(void **state) {
+  F(state);
+  const char *argv[] = {"sh", "-c", "kill -9 $$", NULL};
+  pbl_task_t *t = run(f, argv, NULL);
+  assert_int_equal(pbl_task_state_of(t), PBL_EXPIRED);
+  assert_int_equal(pbl_task_error(t), PBL_EEXPIRED);
+  assert_int_equal(pbl_task_term_signal(t), SIGKILL);
+  assert_non_null(strstr(pbl_task_message(t), "killed by signal 9 (SIGKILL)"));
+  pbl_task_release(t);
+}
+
+static void test_cannot_start(void **state) {
+  F(state);
+  const char *missing[] = {"/nonexistent/program", NULL};
+  pbl_task_t *t = run(f, missing, NULL);
+  assert_int_equal(pbl_task_state_of(t), PBL_FAILED);
+  assert_int_equal(pbl_task_error(t), UV_ENOENT);
+  pbl_task_release(t);
+
+  const char *not_in_path[] = {"pbl-no-such-command-here", NULL};
+  t = run(f, not_in_path, NULL);
+  assert_int_equal(pbl_task_error(t), UV_ENOENT);
+  pbl_task_release(t);
+
+  const char *pwd[] = {"pwd", NULL};
+  pbl_spawn_opts o = {.cwd = "/nonexistent/dir"};
+  t = run(f, pwd, &o);
+  assert_int_equal(pbl_task_error(t), UV_ENOENT);
+  pbl_task_release(t);
+}
+
+static void test_capture_limit(void **state) {
+  F(state);
+  const char *argv[] = {
+      "sh", "-c", "head -c 100000 /dev/zero; head -c 5000 /dev/zero >&2", NULL};
+  pbl_spawn_opts o = {.capture_limit = 1000};
+  pbl_task_t *t = run(f, argv, &o);
+  assert_int_equal(pbl_task_error(t), 0); /* output never fails a command */
+  size_t len;
+  pbl_task_stdout(t, &len);
+  assert_int_equal(len, 1000);
+  assert_int_equal(pbl_task_stdout_dropped(t), 99000);
+  pbl_task_stderr(t, &len);
+  assert_int_equal(len, 1000);
+  assert_int_equal(pbl_task_stderr_dropped(t), 4000);
+  pbl_task_release(t);
+}
+
+/* The default limit keeps 16 MiB; the rest is read and dropped. */
+static void test_default_limit(void **state) {
+  F(state);
+  const char *argv[] = {"head", "-c", "20000000", "/dev/zero", NULL};
+  pbl_task_t *t = run(f, argv, NULL);
+  assert_int_equal(pbl_task_error(t), 0);
+  size_t len;
+  pbl_task_stdout(t, &len);
+  assert_int_equal(len, 16u << 20);
+  assert_int_equal(pbl_task_stdout_dropped(t), 20000000 - (16u << 20));
+  pbl_task_release(t);
+}
+
+static void test_stdin(void **state) {
+  F(state);
+  const char *cat[] = {"cat", NULL};
+  pbl_spawn_opts o = {.stdin_data = "hello", .stdin_len = 5};
+  pbl_task_t *t = run(f, cat, &o);
+  assert_int_equal(pbl_task_error(t), 0);
+  assert_out(t, "hello");
+  pbl_task_release(t);
+
+  /* 8 MiB in while 8 MiB come out: neither side stalls the other. */
+  size_t n = 8u << 20;
+  char *big = malloc(n);
+  assert_non_null(big);
+  for (size_t i = 0; i < n; i++)
+    big[i] = (char)('a' + i % 26);
+  o = (pbl_spawn_opts){.stdin_data = big, .stdin_len = n};
+  t = run(f, cat, &o);
+  size_t len;
+  const void *p = pbl_task_stdout(t, &len);
+  assert_int_equal(len, n);
+  assert_memory_equal(p, big, n);
+  pbl_task_release(t);
+
+  /* A command that reads none of it: EPIPE, not SIGPIPE, and done. */
+  const char *truecmd[] = {"true", NULL};
+  t = run(f, truecmd, &o);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  pbl_task_release(t);
+  free(big);
+
+  /* No stdin data: the command reads an empty stdin. */
+  const char *wc[] = {"wc", "-c", NULL};
+  t = run(f, wc, NULL);
+  assert_out(t, "0\n");
+  pbl_task_release(t);
+}
+
+static void test_env_and_cwd(void **state) {
+  F(state);
+  const char *argv[] = {"sh", "-c", "printf '%s:' \"$PBL_X\"; pwd", NULL};
+  char *env[] = {"PBL_X=forty-two", "PATH=/usr/bin:/bin", NULL};
+  pbl_spawn_opts o = {.env = env, .cwd = "/tmp"};
+  pbl_task_t *t = run(f, argv, &o);
+  assert_int_equal(pbl_task_error(t), 0);
+  assert_out(t, "forty-two:/tmp\n");
+  pbl_task_release(t);
+}
+
+static void test_timeout(void **state) {
+  F(state);
+  const char *argv[] = {"sleep", "60", NULL};
+  pbl_spawn_opts o = {.task = {.timeout_ms = 200}};
+  pbl_task_t *t = run(f, argv, &o);
+  assert_int_equal(pbl_task_state_of(t), PBL_TIMED_OUT);
+  assert_int_equal(pbl_task_error(t), UV_ETIMEDOUT);
+  pbl_task_release(t);
+}
+
+static bool file_exists(void *path) {
+  return access(path, F_OK) == 0;
+}
+
+static bool gone(void *arg) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/stat", *(int *)arg);
+  FILE *fp = fopen(path, "r");
+  if (fp == NULL)
+    return true;
+  bool dead =
+      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
+  fclose(fp);
+  return dead;
+}
+
+/* A shell that ignores SIGTERM and its background child: a cancel kills
+ * both, the child through the process group. */
+static void test_cancel_kills_group(void **state) {
+  F(state);
+  char path[128], script[512];
+  snprintf(path, sizeof(path), "/tmp/pbl-test-%ld-group", (long)getpid());
+  unlink(path);
+  snprintf(script, sizeof(script),
+           "trap '' TERM; sleep 60 & echo $! > %s.tmp; mv %s.tmp %s; wait",
+           path, path, path);
+  const char *argv[] = {"sh", "-c", script, NULL};
+  pbl_spawn_opts o = {.task = {.kill_grace_ms = 200}};
+  pbl_task_t *t;
+  assert_int_equal(pbl_spawn(f->pl, argv, &o, &t), 0);
+  assert_true(pbl_test_run_until(&f->uv, file_exists, path, 60000));
+  FILE *fp = fopen(path, "r");
+  assert_non_null(fp);
+  int pid = 0;
+  assert_int_equal(fscanf(fp, "%d", &pid), 1);
+  fclose(fp);
+  unlink(path);
+  assert_int_equal(pbl_task_cancel(t), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_true(pbl_test_run_until(&f->uv, gone, &pid, 60000));
+  assert_int_equal(pbl_task_state_of(t), PBL_CANCELLED);
+  pbl_task_release(t);
+}
+
+static void test_bad_input(void **state) {
+  F(state);
+  pbl_task_t *t = NULL;
+  const char *ok[] = {"true", NULL};
+  const char *empty[] = {"", NULL};
+  const char *none[] = {NULL};
+  assert_int_equal(pbl_spawn(NULL, ok, NULL, &t), UV_EINVAL);
+  assert_int_equal(pbl_spawn(f->pl, NULL, NULL, &t), UV_EINVAL);
+  assert_int_equal(pbl_spawn(f->pl, none, NULL, &t), UV_EINVAL);
+  assert_int_equal(pbl_spawn(f->pl, empty, NULL, &t), UV_EINVAL);
+  pbl_spawn_opts o = {.stdin_len = 3};
+  assert_int_equal(pbl_spawn(f->pl, ok, &o, &t), UV_EINVAL);
+  o = (pbl_spawn_opts){.task = {.timeout_ms = -1}};
+  assert_int_equal(pbl_spawn(f->pl, ok, &o, &t), UV_EINVAL);
+  assert_null(t);
+}
+
+/* Everything pbl_spawn is given is copied before it returns. */
+static void test_copies(void **state) {
+  F(state);
+  char arg[] = "echo copied";
+  char var[] = "PBL_Y=1";
+  char *env[] = {var, NULL};
+  const char *argv[] = {"sh", "-c", arg, NULL};
+  pbl_spawn_opts o = {.env = env};
+  pbl_task_t *t;
+  assert_int_equal(pbl_spawn(f->pl, argv, &o, &t), 0);
+  memset(arg, 0, sizeof(arg));
+  memset(var, 0, sizeof(var));
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_out(t, "copied\n");
+  pbl_task_release(t);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+#define T(name)                                                                \
+  cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
+      T(test_exit_zero_is_done),
+      T(test_exit_codes_fail),
+      T(test_foreign_signal_expires),
+      T(test_cannot_start),
+      T(test_capture_limit),
+      T(test_default_limit),
+      T(test_stdin),
+      T(test_env_and_cwd),
+      T(test_timeout),
+      T(test_cancel_kills_group),
+      T(test_bad_input),
+      T(test_copies),
+#undef T
+  };
+  return cmocka_run_group_tests_name("spawn", tests, NULL, NULL);
+}
