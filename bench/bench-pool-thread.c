@@ -15,34 +15,14 @@
  * here when unset: these machines have two CPUs). Usage:
  *   bench-pool-thread [path/to/pebble_threadpool.py] [N] [ROUNDS]
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <pebble.h>
+#include "bench.h"
 
 #define PY "/usr/bin/python3"
 #define CHUNK 64
 #define MAX_ROUNDS 15
-
-static void check(int err, const char *what) {
-  if (err != 0) {
-    fprintf(stderr, "%s: %s\n", what, pbl_strerror(err));
-    exit(1);
-  }
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, size_t n) {
-  qsort(v, n, sizeof(*v), cmp_double);
-  return n % 2 != 0 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static size_t done;
 
@@ -60,17 +40,14 @@ static void raw_after(uv_work_t *req, int status) {
 
 static double run_raw(uv_loop_t *uv, size_t n) {
   done = 0;
-  uint64_t t0 = uv_hrtime();
+  uint64_t t0 = bench_now();
   for (size_t i = 0; i < n; i++) {
-    uv_work_t *req = malloc(sizeof(*req));
-    if (req == NULL)
-      check(UV_ENOMEM, "malloc");
-    check(uv_queue_work(uv, req, raw_work, raw_after), "uv_queue_work");
+    uv_work_t *req = bench_alloc(sizeof(*req));
+    BENCH_CHECK(uv_queue_work(uv, req, raw_work, raw_after));
   }
   uv_run(uv, UV_RUN_DEFAULT);
-  uint64_t t1 = uv_hrtime();
-  if (done != n)
-    check(UV_EINVAL, "raw: lost requests");
+  uint64_t t1 = bench_now();
+  BENCH_CHECK(done == n ? 0 : UV_EINVAL); /* no request lost */
   return (double)n * 1e9 / (double)(t1 - t0);
 }
 
@@ -89,13 +66,12 @@ static void count_cb(pbl_task_t *t, void *data) {
 static double run_pool(uv_loop_t *uv, pbl_pool_t *p, size_t n) {
   pbl_task_opts o = {.on_done = count_cb};
   done = 0;
-  uint64_t t0 = uv_hrtime();
+  uint64_t t0 = bench_now();
   for (size_t i = 0; i < n; i++)
-    check(pbl_pool_thread(p, trivial, NULL, &o, NULL), "pbl_pool_thread");
+    BENCH_CHECK(pbl_pool_thread(p, trivial, NULL, &o, NULL));
   uv_run(uv, UV_RUN_DEFAULT);
-  uint64_t t1 = uv_hrtime();
-  if (done != n)
-    check(UV_EINVAL, "pool: lost tasks");
+  uint64_t t1 = bench_now();
+  BENCH_CHECK(done == n ? 0 : UV_EINVAL); /* no task lost */
   return (double)n * 1e9 / (double)(t1 - t0);
 }
 
@@ -103,13 +79,11 @@ static double run_map(uv_loop_t *uv, pbl_pool_t *p, void *const *args,
                       size_t n) {
   pbl_task_opts o = {.on_done = count_cb};
   done = 0;
-  uint64_t t0 = uv_hrtime();
-  check(pbl_pool_map_thread(p, trivial, args, n, CHUNK, &o, NULL),
-        "pbl_pool_map_thread");
+  uint64_t t0 = bench_now();
+  BENCH_CHECK(pbl_pool_map_thread(p, trivial, args, n, CHUNK, &o, NULL));
   uv_run(uv, UV_RUN_DEFAULT);
-  uint64_t t1 = uv_hrtime();
-  if (done != n)
-    check(UV_EINVAL, "map: lost tasks");
+  uint64_t t1 = bench_now();
+  BENCH_CHECK(done == n ? 0 : UV_EINVAL); /* no task lost */
   return (double)n * 1e9 / (double)(t1 - t0);
 }
 
@@ -157,20 +131,17 @@ int main(int argc, char **argv) {
     return 2;
   }
   setenv("UV_THREADPOOL_SIZE", "2", 0); /* read by libuv at first use */
-  unsigned workers = (unsigned)atoi(getenv("UV_THREADPOOL_SIZE"));
-  if (workers == 0)
-    workers = 1;
+  unsigned workers = bench_pool_size();
 
   uv_loop_t uv;
-  check(uv_loop_init(&uv), "uv_loop_init");
+  BENCH_CHECK(uv_loop_init(&uv));
   pbl_loop_t *pl;
-  check(pbl_loop_new(&uv, &pl), "pbl_loop_new");
+  BENCH_CHECK(pbl_loop_new(&uv, &pl));
   pbl_pool_opts po = {.workers = workers};
   pbl_pool_t *p;
-  check(pbl_thread_pool_new(pl, &po, &p), "pbl_thread_pool_new");
-  void **args = calloc(n, sizeof(*args));
-  if (args == NULL)
-    check(UV_ENOMEM, "calloc");
+  BENCH_CHECK(pbl_thread_pool_new(pl, &po, &p));
+  void **args = bench_alloc(n * sizeof(*args));
+  memset(args, 0, n * sizeof(*args));
 
   /* Warm up both pools: threads started, caches and malloc arenas hot. */
   run_raw(&uv, n / 10 + 1);
@@ -195,11 +166,11 @@ int main(int argc, char **argv) {
     if (v > 0)
       pymap[pymap_n++] = v;
   }
-  double m_raw = median(raw, (size_t)rounds);
-  double m_pool = median(pool, (size_t)rounds);
-  double m_map = median(map, (size_t)rounds);
-  double m_py = py_n > 0 ? median(py, (size_t)py_n) : -1;
-  double m_pymap = pymap_n > 0 ? median(pymap, (size_t)pymap_n) : -1;
+  double m_raw = bench_median(raw, (size_t)rounds);
+  double m_pool = bench_median(pool, (size_t)rounds);
+  double m_map = bench_median(map, (size_t)rounds);
+  double m_py = py_n > 0 ? bench_median(py, (size_t)py_n) : -1;
+  double m_pymap = pymap_n > 0 ? bench_median(pymap, (size_t)pymap_n) : -1;
 
   printf("thread pool throughput, trivial tasks: %u workers "
          "(UV_THREADPOOL_SIZE=%u), median of %d rounds\n",
@@ -221,6 +192,6 @@ int main(int argc, char **argv) {
   pbl_pool_free(p);
   pbl_loop_close(pl, NULL);
   uv_run(&uv, UV_RUN_DEFAULT);
-  check(uv_loop_close(&uv), "uv_loop_close");
+  BENCH_CHECK(uv_loop_close(&uv));
   return 0;
 }
