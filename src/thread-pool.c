@@ -8,6 +8,13 @@
  * So an idle pool costs no thread until used, and nothing respawns until
  * a task arrives: the pool never spins, even when `init` keeps failing.
  *
+ * Waking: the thread that schedules wakes one idle worker, and only if
+ * none is already on its way; a woken worker that finds more jobs wakes
+ * the next one itself. The loop thread, which schedules most tasks, thus
+ * pays for about one futex call per burst of tasks instead of one per
+ * task (bench/README.md), at the price of one more wake-up latency before
+ * a second idle worker joins in.
+ *
  * A worker runs `init` first (pbl_fail() in it fails every task waiting
  * in the queue with its message, then the worker leaves), then takes
  * whole jobs (a task, or a map chunk) off the queue and runs them without
