@@ -348,8 +348,9 @@ PBL_EXTERN int pbl_pool_close(pbl_pool_t *p);
 PBL_EXTERN int pbl_pool_stop(pbl_pool_t *p);
 /* Waits until a closed or stopped pool has no task left (every callback
  * delivered) and its workers are gone (threads joined, processes
- * reaped); timeout_ms as for pbl_task_wait. Thread: any; on the loop
- * thread while callbacks are still owed, or on one of the pool's own
+ * reaped); timeout_ms as for pbl_task_wait. Thread: any (callbacks are
+ * delivered by the loop: from another thread it must be running); on the
+ * loop thread while callbacks are still owed, or on one of the pool's own
  * threads, PBL_EDEADLK at once. After uv_run() returns, a join on the
  * loop thread returns 0 at once. Returns 0, UV_ETIMEDOUT, PBL_EDEADLK,
  * UV_EINVAL (a running pool). */
