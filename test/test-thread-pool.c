@@ -141,6 +141,68 @@ static void test_initializer_visible(void **state) {
   pool_free_and_run(f, p);
 }
 
+/* max_tasks counts tasks, not initializer runs; the replacement thread
+ * runs init again. */
+static void test_recycled_thread_runs_init(void **state) {
+  pbl_test_fixture *f = *state;
+  atomic_store(&init_calls, 0);
+  pbl_pool_opts o = {.workers = 1, .max_tasks = 3, .init = set_value,
+                     .init_arg = (void *)5};
+  pbl_pool_t *p;
+  assert_int_equal(pbl_thread_pool_new(f->pl, &o, &p), 0);
+  void *args[6] = {NULL};
+  pbl_task_t *ts[6];
+  assert_int_equal(pbl_pool_map_thread(p, get_value, args, 6, 1, NULL, ts), 0);
+  assert_int_equal(pbl_wait_all(ts, 6, 10000), 0);
+  for (int i = 0; i < 6; i++) {
+    void *r;
+    assert_int_equal(pbl_task_get(ts[i], 0, &r), 0);
+    assert_int_equal((intptr_t)r, 5); /* init ran in each thread */
+    pbl_task_release(ts[i]);
+  }
+  assert_int_equal(pbl_pool_close(p), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(atomic_load(&init_calls), 2); /* 6 tasks / 3 per thread */
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.respawned, 1);
+  pool_free_and_run(f, p);
+}
+
+/* Cancel of a running task: ended at once, its flag raised; the thread
+ * returns when the function does, and the pool counts it cancelled. */
+static void *announce_then_until_cancelled(void *arg) {
+  pbl_test_gate_pass(arg); /* open: only counts us in */
+  return until_cancelled(NULL);
+}
+
+static void test_cancel_running(void **state) {
+  pbl_test_fixture *f = *state;
+  pbl_pool_t *p = new_pool(f, 1, 0);
+  pbl_test_gate g;
+  pbl_test_gate_init(&g);
+  pbl_test_gate_open(&g);
+  pool_cb_count c = {0};
+  pbl_task_opts o = {.on_done = count_cb, .data = &c};
+  pbl_task_t *t;
+  assert_int_equal(
+      pbl_pool_thread(p, announce_then_until_cancelled, &g, &o, &t), 0);
+  assert_true(pbl_test_gate_wait_entered(&g, 1, 10000));
+  assert_int_equal(pbl_task_state_of(t), PBL_RUNNING);
+  assert_int_equal(pbl_task_cancel(t), 0);
+  assert_int_equal(pbl_task_state_of(t), PBL_CANCELLED);
+  assert_int_equal(pbl_task_wait(t, 0), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(c.cancelled, 1);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.cancelled, 1);
+  assert_int_equal(st.running, 0);
+  pbl_task_release(t);
+  pbl_test_gate_destroy(&g);
+  pool_free_and_run(f, p);
+}
+
 /* Scenario 47, done better than Pebble: a failing initializer fails the
  * waiting tasks at once with its message; no thread respawns until a new
  * task arrives, which gets a new try. */
@@ -447,7 +509,9 @@ int main(void) {
       T(test_five_tasks_two_threads),
       T(test_max_tasks_recycles),
       T(test_initializer_visible),
+      T(test_recycled_thread_runs_init),
       T(test_failing_initializer),
+      T(test_cancel_running),
       T(test_failure_isolated),
       T(test_cancel_queued),
       T(test_queue_limit),
