@@ -140,11 +140,11 @@ static void test_map_error_in_one_item(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 34: the timeout applies per chunk: twenty 30 ms items in
- * chunks of five on one worker take 600 ms, past the 400 ms timeout,
- * yet each chunk (150 ms) is well within it. */
-static void *sleep_30ms(void *arg) {
-  uv_sleep(30); /* the work itself, not a wait for something */
+/* Scenario 34: the timeout applies per chunk: twenty 60 ms items in
+ * chunks of five on one worker take 1.2 s, past the 1 s timeout, yet
+ * each chunk (300 ms) is well within it. */
+static void *sleep_60ms(void *arg) {
+  uv_sleep(60); /* the work itself, not a wait for something */
   return arg;
 }
 
@@ -155,8 +155,8 @@ static void test_map_timeout_per_chunk(void **state) {
   void *args[N] = {NULL};
   pbl_task_t *ts[N];
   pool_cb_count c = {0};
-  pbl_task_opts o = {.on_done = count_cb, .data = &c, .timeout_ms = 400};
-  assert_int_equal(pbl_pool_map_thread(p, sleep_30ms, args, N, 5, &o, ts), 0);
+  pbl_task_opts o = {.on_done = count_cb, .data = &c, .timeout_ms = 1000};
+  assert_int_equal(pbl_pool_map_thread(p, sleep_60ms, args, N, 5, &o, ts), 0);
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   assert_int_equal(c.ok, N);
   release_all(ts, N);
