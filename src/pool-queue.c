@@ -15,9 +15,7 @@ int pbl__pool_item_new(pbl_pool_t *p, const pbl__task_ops *plain,
                           want_ref, &t);
   if (err != 0)
     return err;
-  pbl__pool_item *it = (pbl__pool_item *)t;
-  it->pool = p;
-  *out = it;
+  *out = (pbl__pool_item *)t;
   return 0;
 }
 
@@ -179,9 +177,9 @@ bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
 
 /* done */
 void pbl__pool_add_waits(pbl_pool_t *p, pbl__pool_waits *w) {
-  p->st.wait_ns_total += w->total;
-  if (w->max > p->st.wait_ns_max)
-    p->st.wait_ns_max = w->max;
+  p->ends.wait_ns_total += w->total;
+  if (w->max > p->ends.wait_ns_max)
+    p->ends.wait_ns_max = w->max;
   w->total = w->max = 0;
 }
 
@@ -194,19 +192,19 @@ bool pbl__pool_finish(pbl_pool_t *p, pbl__pool_item *head, size_t ran) {
   for (pbl__pool_item *it = head; it != NULL; it = it->next) {
     switch (pbl_task_state_of(&it->base)) {
     case PBL_DONE:
-      p->st.done++;
+      p->ends.done++;
       break;
     case PBL_CANCELLED:
-      p->st.cancelled++;
+      p->ends.cancelled++;
       break;
     case PBL_TIMED_OUT:
-      p->st.timed_out++;
+      p->ends.timed_out++;
       break;
     case PBL_EXPIRED:
-      p->st.expired++;
+      p->ends.expired++;
       break;
     default: /* FAILED; a kind never finishes an item it did not end */
-      p->st.failed++;
+      p->ends.failed++;
       break;
     }
     last = it;

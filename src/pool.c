@@ -308,7 +308,9 @@ int pbl_pool_stats(pbl_pool_t *p, pbl_pool_stats_t *out) {
     return UV_EINVAL;
   uv_mutex_lock(&p->lock);
   uv_mutex_lock(&p->done_lock);
-  *out = p->st;
+  *out = p->ends;
+  out->queued = p->st.queued;
+  out->respawned = p->st.respawned;
   out->running = p->taken - p->finished;
   out->workers = p->kind->workers(p);
   uv_mutex_unlock(&p->done_lock);

@@ -62,7 +62,6 @@ typedef enum {
 /* What every pool task starts with. */
 typedef struct pbl__pool_item {
   pbl_task_t base;               /* first: an item is a task */
-  pbl_pool_t *pool;              /* until the item is drained */
   struct pbl__pool_item *next;   /* lock: run queue, a worker's hand, done */
   struct pbl__pool_item *arm_next; /* lock: timers to arm on the loop */
   uint64_t queued_ns;            /* uv_hrtime() when accepted */
@@ -114,11 +113,14 @@ struct pbl_pool {
   pbl_loop_t *loop;        /* the pool holds a reference on the binding */
   pbl__member member;      /* loop */
   uv_async_t async;        /* the drain: done items, timers, exits, free */
-  uv_mutex_t lock;         /* "lock": the run queue and the life cycle */
-  uv_mutex_t done_lock;    /* "done": what workers hand back */
   uv_cond_t join_cv;       /* lock: live or unjoined went down */
   _Atomic bool wake_pending; /* an async send is on its way */
 
+  /* The groups below sit on cache lines of their own: the scheduling
+   * thread and the workers taking jobs write the first, workers handing
+   * results back the second. */
+  char pad0_[64];
+  uv_mutex_t lock;         /* "lock": the run queue and the life cycle */
   /* lock */
   uint8_t state;           /* pbl__pool_state */
   bool freed;              /* pbl_pool_free() was called */
@@ -132,13 +134,16 @@ struct pbl_pool {
   size_t unjoined;         /* workers started and not yet joined/reaped */
   size_t exited;           /* workers that left and wait to be reaped */
   size_t taken;            /* items taken by workers, ever */
-  pbl_pool_stats_t st;     /* lock: queued, respawned; done: the ends and
-                              the waits; running is taken - finished */
+  pbl_pool_stats_t st;     /* queued and respawned only */
 
+  char pad1_[64];
+  uv_mutex_t done_lock;    /* "done": what workers hand back */
   /* done */
   pbl__pool_list done;     /* finished items the loop has not drained */
   pbl__pool_item *arms;    /* started items whose timers want arming */
   size_t finished;         /* taken items handed back, ever */
+  pbl_pool_stats_t ends;   /* the end counters and the waits only */
+  char pad2_[64];
 
   /* loop */
   bool refd;               /* the async is ref'd */
