@@ -292,17 +292,42 @@ typedef struct {
   uint64_t wait_ns_max;   /* the longest such wait */
 } pbl_pool_stats_t;
 
+/* Pools. A pool is bound to a loop; its tasks' callbacks run there. An
+ * idle pool does not keep the loop alive; a closed or stopped one does
+ * until it is ready to join. Closing the binding stops its pools; their
+ * memory stays until pbl_pool_free().
+ *
+ * A pool of the library's own threads. Threads start on demand, up to
+ * o->workers (0: uv_available_parallelism()), each running o->init first;
+ * a pbl_fail() there fails every task waiting in the queue with its
+ * message and PBL_EFAILED, and no thread starts again until a task
+ * arrives. Thread: any (from another thread the loop must be running: the
+ * pool binds to it there). Returns 0 and sets *out, UV_EINVAL (also for
+ * process-pool options), UV_ENOMEM, PBL_ECLOSED. */
 PBL_EXTERN int pbl_thread_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
                                    pbl_pool_t **out);
 PBL_EXTERN int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
                                     pbl_pool_t **out);
+/* Schedules fn(arg) on a thread pool. Thread: any, including the pool's
+ * own tasks and callbacks; a worker can take the task before the loop
+ * turns, and waits for it need no loop turn -- except for a task with a
+ * timeout, whose end may need the loop's timer: on the loop thread a wait
+ * for it is PBL_EDEADLK. A timeout or cancel of a running task ends it at
+ * once and raises its pbl_cancelled() flag; the thread goes on until the
+ * function returns. task may be NULL (fire and forget). Returns 0,
+ * UV_EINVAL (not a thread pool, fn NULL, bad opts), UV_ENOMEM,
+ * PBL_ECLOSED (closed or stopped), UV_EAGAIN (past queue_limit). */
 PBL_EXTERN int pbl_pool_thread(pbl_pool_t *p, pbl_thread_fn fn, void *arg,
                                const pbl_task_opts *opts, pbl_task_t **task);
 PBL_EXTERN int pbl_pool_process(pbl_pool_t *p, pbl_process_fn fn,
                                 const void *in, size_t len,
                                 const pbl_task_opts *opts, pbl_task_t **task);
 /* Many inputs, sent in chunks of chunksize (0: UV_EINVAL); tasks[i] is
- * input i's task; a timeout applies per chunk. */
+ * input i's task; a timeout applies per chunk: a chunk runs whole, in
+ * order, on one worker, and its items are timed from the chunk's start.
+ * An error fails only its item; a cancel cancels only its item. All
+ * inputs are accepted or none (queue_limit counts inputs). tasks may be
+ * NULL. n == 0 returns 0. Thread and returns: as pbl_pool_thread. */
 PBL_EXTERN int pbl_pool_map_thread(pbl_pool_t *p, pbl_thread_fn fn,
                                    void *const *args, size_t n,
                                    size_t chunksize, const pbl_task_opts *opts,
@@ -312,10 +337,32 @@ PBL_EXTERN int pbl_pool_map_process(pbl_pool_t *p, pbl_process_fn fn,
                                     size_t chunksize,
                                     const pbl_task_opts *opts,
                                     pbl_task_t **tasks);
-PBL_EXTERN int pbl_pool_close(pbl_pool_t *p); /* no new tasks; queue drains */
-PBL_EXTERN int pbl_pool_stop(pbl_pool_t *p);  /* cancel queued and running */
+/* No new tasks (PBL_ECLOSED); queued ones still run. Thread: any.
+ * Returns 0 (also when already closed or stopped) or UV_EINVAL. */
+PBL_EXTERN int pbl_pool_close(pbl_pool_t *p);
+/* No new tasks, and every task not yet ended ends cancelled at once:
+ * queued ones, and running ones as on pbl_task_cancel() (threads flagged,
+ * processes killed); callbacks on later turns. No task stays pending.
+ * Thread: any, including the pool's own tasks and callbacks (it never
+ * waits). Returns 0 or UV_EINVAL. */
+PBL_EXTERN int pbl_pool_stop(pbl_pool_t *p);
+/* Waits until a closed or stopped pool has no task left (every callback
+ * delivered) and its workers are gone (threads joined, processes
+ * reaped); timeout_ms as for pbl_task_wait. Thread: any (callbacks are
+ * delivered by the loop: from another thread it must be running); on the
+ * loop thread while callbacks are still owed, or on one of the pool's own
+ * threads, PBL_EDEADLK at once. After uv_run() returns, a join on the
+ * loop thread returns 0 at once. Returns 0, UV_ETIMEDOUT, PBL_EDEADLK,
+ * UV_EINVAL (a running pool). */
 PBL_EXTERN int pbl_pool_join(pbl_pool_t *p, int64_t timeout_ms);
+/* A snapshot. Counts tasks (map inputs), not chunks; a task is counted in
+ * its end once the pool is done with it (its thread returned); running
+ * counts the tasks workers hold. Thread: any. Returns 0 or UV_EINVAL. */
 PBL_EXTERN int pbl_pool_stats(pbl_pool_t *p, pbl_pool_stats_t *out);
+/* Frees the pool. One not yet joined is stopped first and finishes on
+ * later loop turns, keeping the loop alive until its threads are joined
+ * and its handles closed. Tasks still referenced stay readable. Thread:
+ * any. p must not be used afterwards. */
 PBL_EXTERN void pbl_pool_free(pbl_pool_t *p);
 
 #ifdef __cplusplus

@@ -5,8 +5,9 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
-size_t pbl_test_count_fds(void) {
-  DIR *d = opendir("/proc/self/fd");
+/* Entries of a /proc directory, but . and .. */
+static size_t count_entries(const char *path) {
+  DIR *d = opendir(path);
   assert_non_null(d);
   size_t n = 0;
   struct dirent *e;
@@ -14,7 +15,15 @@ size_t pbl_test_count_fds(void) {
     if (e->d_name[0] != '.')
       n++;
   closedir(d);
-  return n - 1; /* the directory's own fd */
+  return n;
+}
+
+size_t pbl_test_count_fds(void) {
+  return count_entries("/proc/self/fd") - 1; /* the directory's own fd */
+}
+
+size_t pbl_test_count_threads(void) {
+  return count_entries("/proc/self/task");
 }
 
 void pbl_test_assert_no_children(void) {

@@ -30,6 +30,8 @@ int pbl_test_teardown(void **state);
 
 /* Open file descriptors of this process. */
 size_t pbl_test_count_fds(void);
+/* Threads of this process. */
+size_t pbl_test_count_threads(void);
 /* 0 if this process has no child at all; else asserts. */
 void pbl_test_assert_no_children(void);
 

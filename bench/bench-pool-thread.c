@@ -1,0 +1,197 @@
+/* Thread pool throughput for trivial tasks, against raw uv_queue_work and
+ * against Python Pebble's ThreadPool, in the same run: rounds alternate,
+ * and each figure is the median of the rounds.
+ *
+ *   pool        N pbl_pool_thread() on the loop thread, each with a
+ *               callback, then uv_run until the last callback
+ *   raw         N uv_queue_work() (a malloc'd uv_work_t each, freed in
+ *               after_work), then uv_run until the last after_work
+ *   map/64      pbl_pool_map_thread() of N inputs in chunks of 64, a
+ *               callback per input
+ *   py          Pebble's ThreadPool: schedule N and wait for each result;
+ *               map(chunksize=64) and read every result
+ *
+ * Our pool has as many threads as libuv's (UV_THREADPOOL_SIZE, set to 2
+ * here when unset: these machines have two CPUs). Usage:
+ *   bench-pool-thread [path/to/pebble_threadpool.py] [N] [ROUNDS]
+ */
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+#define PY "/usr/bin/python3"
+#define CHUNK 64
+#define MAX_ROUNDS 15
+
+static size_t done;
+
+/* ---- raw uv_queue_work ---- */
+
+static void raw_work(uv_work_t *req) {
+  (void)req;
+}
+
+static void raw_after(uv_work_t *req, int status) {
+  (void)status;
+  free(req);
+  done++;
+}
+
+static double run_raw(uv_loop_t *uv, size_t n) {
+  done = 0;
+  uint64_t t0 = bench_now();
+  for (size_t i = 0; i < n; i++) {
+    uv_work_t *req = bench_alloc(sizeof(*req));
+    BENCH_CHECK(uv_queue_work(uv, req, raw_work, raw_after));
+  }
+  uv_run(uv, UV_RUN_DEFAULT);
+  uint64_t t1 = bench_now();
+  BENCH_CHECK(done == n ? 0 : UV_EINVAL); /* no request lost */
+  return (double)n * 1e9 / (double)(t1 - t0);
+}
+
+/* ---- our pool ---- */
+
+static void *trivial(void *arg) {
+  return arg;
+}
+
+static void count_cb(pbl_task_t *t, void *data) {
+  (void)t;
+  (void)data;
+  done++;
+}
+
+static double run_pool(uv_loop_t *uv, pbl_pool_t *p, size_t n) {
+  pbl_task_opts o = {.on_done = count_cb};
+  done = 0;
+  uint64_t t0 = bench_now();
+  for (size_t i = 0; i < n; i++)
+    BENCH_CHECK(pbl_pool_thread(p, trivial, NULL, &o, NULL));
+  uv_run(uv, UV_RUN_DEFAULT);
+  uint64_t t1 = bench_now();
+  BENCH_CHECK(done == n ? 0 : UV_EINVAL); /* no task lost */
+  return (double)n * 1e9 / (double)(t1 - t0);
+}
+
+static double run_map(uv_loop_t *uv, pbl_pool_t *p, void *const *args,
+                      size_t n) {
+  pbl_task_opts o = {.on_done = count_cb};
+  done = 0;
+  uint64_t t0 = bench_now();
+  BENCH_CHECK(pbl_pool_map_thread(p, trivial, args, n, CHUNK, &o, NULL));
+  uv_run(uv, UV_RUN_DEFAULT);
+  uint64_t t1 = bench_now();
+  BENCH_CHECK(done == n ? 0 : UV_EINVAL); /* no task lost */
+  return (double)n * 1e9 / (double)(t1 - t0);
+}
+
+/* ---- Python Pebble ---- */
+
+/* Tasks per second from the script, or a negative value if it could not
+ * run (no python3, no pebble). */
+static double run_py(const char *script, const char *mode, size_t n,
+                     unsigned workers) {
+  if (script == NULL || access(PY, X_OK) != 0 || access(script, R_OK) != 0)
+    return -1;
+  char cmd[1024];
+  snprintf(cmd, sizeof(cmd), "%s '%s' %s %zu %u %d 2>/dev/null", PY, script,
+           mode, n, workers, CHUNK);
+  FILE *f = popen(cmd, "r");
+  if (f == NULL)
+    return -1;
+  double rate = -1;
+  if (fscanf(f, "%lf", &rate) != 1)
+    rate = -1;
+  if (pclose(f) != 0)
+    rate = -1;
+  return rate;
+}
+
+static void row(const char *name, size_t n, double rate) {
+  if (rate < 0)
+    printf("%-28s %9zu %14s\n", name, n, "skipped");
+  else
+    printf("%-28s %9zu %14.0f\n", name, n, rate);
+}
+
+static void ratio(const char *name, double ours, double base) {
+  if (ours > 0 && base > 0)
+    printf("ratio %s %.3f\n", name, ours / base);
+}
+
+int main(int argc, char **argv) {
+  const char *script = argc > 1 ? argv[1] : NULL;
+  size_t n = argc > 2 ? strtoul(argv[2], NULL, 10) : 200000;
+  int rounds = argc > 3 ? atoi(argv[3]) : 5;
+  if (n == 0 || rounds < 1 || rounds > MAX_ROUNDS) {
+    fprintf(stderr, "usage: %s [script] [N > 0] [ROUNDS 1..%d]\n", argv[0],
+            MAX_ROUNDS);
+    return 2;
+  }
+  setenv("UV_THREADPOOL_SIZE", "2", 0); /* read by libuv at first use */
+  unsigned workers = bench_pool_size();
+
+  uv_loop_t uv;
+  BENCH_CHECK(uv_loop_init(&uv));
+  pbl_loop_t *pl;
+  BENCH_CHECK(pbl_loop_new(&uv, &pl));
+  pbl_pool_opts po = {.workers = workers};
+  pbl_pool_t *p;
+  BENCH_CHECK(pbl_thread_pool_new(pl, &po, &p));
+  void **args = bench_alloc(n * sizeof(*args));
+  memset(args, 0, n * sizeof(*args));
+
+  /* Warm up both pools: threads started, caches and malloc arenas hot. */
+  run_raw(&uv, n / 10 + 1);
+  run_pool(&uv, p, n / 10 + 1);
+
+  double raw[MAX_ROUNDS], pool[MAX_ROUNDS], map[MAX_ROUNDS];
+  double py[MAX_ROUNDS], pymap[MAX_ROUNDS];
+  int py_n = 0, pymap_n = 0;
+  for (int r = 0; r < rounds; r++) {
+    if (r % 2 == 0) {
+      raw[r] = run_raw(&uv, n);
+      pool[r] = run_pool(&uv, p, n);
+    } else {
+      pool[r] = run_pool(&uv, p, n);
+      raw[r] = run_raw(&uv, n);
+    }
+    map[r] = run_map(&uv, p, args, n);
+    double v = run_py(script, "schedule", n, workers);
+    if (v > 0)
+      py[py_n++] = v;
+    v = run_py(script, "map", n, workers);
+    if (v > 0)
+      pymap[pymap_n++] = v;
+  }
+  double m_raw = bench_median(raw, (size_t)rounds);
+  double m_pool = bench_median(pool, (size_t)rounds);
+  double m_map = bench_median(map, (size_t)rounds);
+  double m_py = py_n > 0 ? bench_median(py, (size_t)py_n) : -1;
+  double m_pymap = pymap_n > 0 ? bench_median(pymap, (size_t)pymap_n) : -1;
+
+  printf("thread pool throughput, trivial tasks: %u workers "
+         "(UV_THREADPOOL_SIZE=%u), median of %d rounds\n",
+         workers, workers, rounds);
+  printf("%-28s %9s %14s\n", "", "tasks", "tasks/s");
+  row("uv_queue_work (raw)", n, m_raw);
+  row("pbl_pool_thread", n, m_pool);
+  row("pbl_pool_map_thread /64", n, m_map);
+  row("Pebble ThreadPool.schedule", n, m_py);
+  row("Pebble ThreadPool.map /64", n, m_pymap);
+  ratio("pool-thread-vs-uv_queue_work", m_pool, m_raw);
+  ratio("pool-map64-vs-uv_queue_work", m_map, m_raw);
+  ratio("pool-thread-vs-pebble-threadpool", m_pool, m_py);
+  ratio("pool-map64-vs-pebble-threadpool-map64", m_map, m_pymap);
+  if (m_py < 0)
+    printf("(Python Pebble skipped: %s or pebble missing)\n", PY);
+
+  free(args);
+  pbl_pool_free(p);
+  pbl_loop_close(pl, NULL);
+  uv_run(&uv, UV_RUN_DEFAULT);
+  BENCH_CHECK(uv_loop_close(&uv));
+  return 0;
+}

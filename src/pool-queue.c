@@ -1,0 +1,253 @@
+/* The pool's run queue: accepting items (single tasks and map chunks),
+ * handing jobs to workers, and taking finished items back for the loop to
+ * drain. Every function here that says "lock" runs with p->lock held.
+ * See pool.h for the design notes.
+ */
+#include "pool.h"
+
+int pbl__pool_item_new(pbl_pool_t *p, const pbl__task_ops *plain,
+                       const pbl__task_ops *timed, size_t size,
+                       const pbl_task_opts *opts, bool want_ref,
+                       pbl__pool_item **out) {
+  bool has_timeout = opts != NULL && opts->timeout_ms > 0;
+  pbl_task_t *t;
+  int err = pbl__task_new(p->loop, has_timeout ? timed : plain, size, opts,
+                          want_ref, &t);
+  if (err != 0)
+    return err;
+  *out = (pbl__pool_item *)t;
+  return 0;
+}
+
+void pbl__pool_items_discard(pbl__pool_item **items, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (items[i] != NULL)
+      pbl__task_discard(&items[i]->base);
+}
+
+bool pbl__pool_want_wake(pbl_pool_t *p) {
+  return !p->async_closing && !atomic_exchange(&p->wake_pending, true);
+}
+
+void pbl__pool_wake(pbl_pool_t *p) {
+  uv_async_send(&p->async);
+}
+
+void pbl__pool_changed(pbl_pool_t *p) {
+  uv_cond_broadcast(&p->join_cv);
+}
+
+/* The pool keeps each item until drained. On the loop thread a hold does
+ * (no atomic operation; the drain runs on this thread, so after the
+ * lock is fine); elsewhere a reference, taken before a worker can see the
+ * item. Items refused are discarded whatever they hold. */
+static void keep(pbl__pool_item **items, size_t n, bool on_loop) {
+  for (size_t i = 0; i < n; i++) {
+    items[i]->held = on_loop;
+    if (on_loop)
+      pbl__task_hold(&items[i]->base);
+    else
+      pbl_task_retain(&items[i]->base);
+  }
+}
+
+int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
+                     size_t chunk) {
+  uint64_t now = uv_hrtime();
+  bool on_loop = pbl__on_loop_thread(p->loop);
+  if (!on_loop)
+    keep(items, n, false);
+  uv_mutex_lock(&p->lock);
+  if (p->state != PBL__POOL_RUNNING) {
+    uv_mutex_unlock(&p->lock);
+    return PBL_ECLOSED;
+  }
+  if (p->queue_limit != 0 && p->st.queued + n > p->queue_limit) {
+    uv_mutex_unlock(&p->lock);
+    return UV_EAGAIN;
+  }
+  for (size_t i = 0; i < n; i++) {
+    pbl__pool_item *it = items[i];
+    size_t left = n - i;
+    it->queued_ns = now;
+    it->next = NULL;
+    it->chunk_len = i % chunk == 0 ? (uint32_t)(left < chunk ? left : chunk)
+                                   : 0;
+    if (p->queue.tail != NULL)
+      p->queue.tail->next = it;
+    else
+      p->queue.head = it;
+    p->queue.tail = it;
+  }
+  p->jobs += (n + chunk - 1) / chunk;
+  p->st.queued += n;
+  bool was_idle = p->live == 0;
+  p->live += n;
+  pbl__kick k = p->kind->kick(p);
+  /* Another thread cannot ref the async: the loop learns of the new work
+   * at once, so it stays alive for the callback. */
+  if (!on_loop && was_idle && pbl__pool_want_wake(p))
+    pbl__pool_wake(p); /* under the lock: the async cannot be closing */
+  uv_mutex_unlock(&p->lock);
+  if (on_loop)
+    keep(items, n, true);
+  if (k.signal > 0 || k.start > 0)
+    p->kind->act(p, k);
+  if (on_loop && !p->refd)
+    pbl__pool_settle(p);
+  return 0;
+}
+
+int pbl__pool_map(pbl_pool_t *p, size_t n, size_t chunksize,
+                  const pbl_task_opts *opts, pbl_task_t **tasks,
+                  pbl__pool_make_fn make, void *ctx) {
+  if (chunksize == 0 || chunksize > UINT32_MAX)
+    return UV_EINVAL;
+  if (n == 0)
+    return 0;
+  pbl__pool_item **items = pbl__calloc(n, sizeof(*items));
+  if (items == NULL)
+    return UV_ENOMEM;
+  int err = 0;
+  for (size_t i = 0; i < n && err == 0; i++)
+    err = make(p, i, opts, tasks != NULL, &items[i], ctx);
+  if (err == 0)
+    err = pbl__pool_submit(p, items, n, chunksize);
+  if (err != 0) {
+    pbl__pool_items_discard(items, n);
+  } else if (tasks != NULL) {
+    for (size_t i = 0; i < n; i++)
+      tasks[i] = &items[i]->base;
+  }
+  pbl__free(items);
+  return err;
+}
+
+/* lock */
+pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n) {
+  pbl__pool_item *job = p->queue.head;
+  if (job == NULL)
+    return NULL;
+  size_t k = job->chunk_len;
+  pbl__pool_item *last = job;
+  for (size_t i = 1; i < k; i++)
+    last = last->next;
+  p->queue.head = last->next;
+  if (p->queue.head == NULL)
+    p->queue.tail = NULL;
+  last->next = NULL;
+  p->jobs--;
+  p->st.queued -= k;
+  p->taken += k;
+  *n = k;
+  return job;
+}
+
+/* No lock: the clock is read out of the lock, which the loop thread and
+ * every worker take for each task. */
+bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
+                          pbl__pool_waits *w) {
+  uint64_t now = uv_hrtime();
+  pbl__pool_item *timed = NULL;
+  for (pbl__pool_item *it = job; it != NULL; it = it->next) {
+    uint64_t wait = now - it->queued_ns;
+    w->total += wait;
+    if (wait > w->max)
+      w->max = wait;
+    pbl__task_extra *x = it->base.x;
+    if (x != NULL && x->timeout_ms > 0) {
+      x->started_ns = now; /* one start for the chunk: a timeout per chunk */
+      it->arm_next = timed;
+      timed = it;
+    }
+  }
+  if (timed == NULL)
+    return false;
+  uv_mutex_lock(&p->done_lock);
+  while (timed != NULL) {
+    pbl__pool_item *next = timed->arm_next;
+    timed->arm_next = p->arms;
+    p->arms = timed;
+    timed = next;
+  }
+  bool wake = pbl__pool_want_wake(p);
+  uv_mutex_unlock(&p->done_lock);
+  return wake;
+}
+
+/* done */
+void pbl__pool_add_waits(pbl_pool_t *p, pbl__pool_waits *w) {
+  p->ends.wait_ns_total += w->total;
+  if (w->max > p->ends.wait_ns_max)
+    p->ends.wait_ns_max = w->max;
+  w->total = w->max = 0;
+}
+
+/* done. Counts each item's end and hands the chain to the loop. */
+bool pbl__pool_finish(pbl_pool_t *p, pbl__pool_item *head, size_t ran) {
+  p->finished += ran;
+  if (head == NULL)
+    return false;
+  pbl__pool_item *last = NULL;
+  for (pbl__pool_item *it = head; it != NULL; it = it->next) {
+    switch (pbl_task_state_of(&it->base)) {
+    case PBL_DONE:
+      p->ends.done++;
+      break;
+    case PBL_CANCELLED:
+      p->ends.cancelled++;
+      break;
+    case PBL_TIMED_OUT:
+      p->ends.timed_out++;
+      break;
+    case PBL_EXPIRED:
+      p->ends.expired++;
+      break;
+    default: /* FAILED; a kind never finishes an item it did not end */
+      p->ends.failed++;
+      break;
+    }
+    last = it;
+  }
+  if (p->done.tail != NULL)
+    p->done.tail->next = head;
+  else
+    p->done.head = head;
+  p->done.tail = last;
+  return pbl__pool_want_wake(p);
+}
+
+/* lock: takes the whole run queue off. Returns its first item. */
+static pbl__pool_item *take_queue(pbl_pool_t *p) {
+  pbl__pool_item *head = p->queue.head;
+  p->queue.head = p->queue.tail = NULL;
+  p->jobs = 0;
+  for (pbl__pool_item *it = head; it != NULL; it = it->next)
+    p->st.queued--;
+  return head;
+}
+
+/* lock: hands items that never left the queue to the loop. */
+static bool finish_unrun(pbl_pool_t *p, pbl__pool_item *head) {
+  uv_mutex_lock(&p->done_lock);
+  bool wake = pbl__pool_finish(p, head, 0);
+  uv_mutex_unlock(&p->done_lock);
+  return wake;
+}
+
+bool pbl__pool_fail_queued(pbl_pool_t *p, int err, int code,
+                           const char *msg) {
+  pbl__pool_item *head = take_queue(p);
+  for (pbl__pool_item *it = head; it != NULL; it = it->next)
+    pbl__task_end(&it->base, PBL_FAILED, err, NULL,
+                  pbl__failure_new(code, msg), PBL__DELIVER_LATER);
+  return finish_unrun(p, head);
+}
+
+bool pbl__pool_cancel_queued(pbl_pool_t *p) {
+  pbl__pool_item *head = take_queue(p);
+  for (pbl__pool_item *it = head; it != NULL; it = it->next)
+    pbl__task_end(&it->base, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
+                  PBL__DELIVER_LATER);
+  return finish_unrun(p, head);
+}

@@ -1,0 +1,332 @@
+/* The pbl_pool_* front end: binding a pool to its loop, the loop-side
+ * drain, and the life cycle running -> closed/stopped -> joined -> freed,
+ * shared by every kind of pool. See pool.h for the design notes.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* PTHREAD_MUTEX_ADAPTIVE_NP, where there is one */
+#endif
+#include <pthread.h>
+
+#include "pool.h"
+
+#define NS_PER_MS 1000000ull
+
+_Thread_local pbl_pool_t *pbl__pool_self;
+
+/* ---- running a function on the loop thread, from any thread ---- */
+
+/* A one-shot internal task: its start runs on the loop thread, and the
+ * caller waits for it like for any task. Used where libuv wants the loop
+ * thread (uv_async_init) and the caller may be elsewhere (the default
+ * loop). */
+typedef struct {
+  pbl_task_t base;
+  int (*fn)(void *arg);
+  void *arg;
+  int err;
+} call_task;
+
+static void call_start(pbl_task_t *t) {
+  call_task *c = (call_task *)t;
+  c->err = c->fn(c->arg);
+  pbl__task_end(t, PBL_DONE, 0, NULL, NULL, PBL__DELIVER_NOW);
+}
+
+static const pbl__task_ops call_ops = {
+    .kind = "loop-call",
+    .start = call_start,
+    .needs_loop = true,
+};
+
+static int on_loop(pbl_loop_t *pl, int (*fn)(void *arg), void *arg) {
+  if (pbl__on_loop_thread(pl))
+    return pbl__loop_is_closing(pl) ? PBL_ECLOSED : fn(arg);
+  pbl_task_t *t;
+  int err = pbl__task_new(pl, &call_ops, sizeof(call_task), NULL, true, &t);
+  if (err != 0)
+    return err;
+  call_task *c = (call_task *)t;
+  c->fn = fn;
+  c->arg = arg;
+  c->err = PBL_ECLOSED; /* if the binding closes before it runs */
+  err = pbl__loop_submit(pl, t);
+  if (err != 0) {
+    pbl__task_discard(t);
+    return err;
+  }
+  (void)pbl_task_wait(t, -1);
+  err = c->err;
+  pbl_task_release(t);
+  return err;
+}
+
+/* ---- the drain (loop thread) ---- */
+
+static void on_async(uv_async_t *a) {
+  pbl_pool_t *p = a->data;
+  uv_mutex_lock(&p->done_lock);
+  pbl__pool_item *arms = p->arms;
+  pbl__pool_item *done = p->done.head;
+  p->arms = NULL;
+  p->done.head = p->done.tail = NULL;
+  atomic_store(&p->wake_pending, false); /* later finishes send again */
+  uv_mutex_unlock(&p->done_lock);
+
+  for (pbl__pool_item *it = arms; it != NULL; it = it->arm_next)
+    if (!pbl__task_ended(&it->base))
+      pbl__timeout_arm(&it->base);
+  size_t n = 0;
+  while (done != NULL) {
+    pbl__pool_item *next = done->next;
+    pbl_task_t *t = &done->base;
+    bool held = done->held;
+    pbl__timeout_disarm(t);
+    pbl__task_deliver_due(t); /* a callback may free or stop the pool */
+    if (held)
+      pbl__task_drop(t); /* may retire t */
+    else
+      pbl_task_release(t);
+    done = next;
+    n++;
+  }
+  p->kind->reap(p);
+  if (p->kind->loop_work != NULL)
+    p->kind->loop_work(p);
+  if (n > 0) {
+    uv_mutex_lock(&p->lock);
+    p->live -= n;
+    pbl__pool_changed(p);
+    uv_mutex_unlock(&p->lock);
+  }
+  pbl__pool_settle(p);
+}
+
+static void pool_destroy(pbl_pool_t *p) {
+  uv_cond_destroy(&p->join_cv);
+  uv_mutex_destroy(&p->done_lock);
+  uv_mutex_destroy(&p->lock);
+  p->magic = PBL__DEAD_MAGIC;
+  pbl_loop_t *pl = p->loop;
+  p->kind->destroy(p); /* frees p: the kind allocated it */
+  pbl__loop_unref(pl);
+}
+
+static void on_closed(uv_handle_t *h) {
+  pbl_pool_t *p = h->data;
+  /* First, while p is surely ours: the binding may finish its close. */
+  pbl__loop_member_gone(p->loop, &p->member);
+  uv_mutex_lock(&p->lock);
+  p->gone = true;
+  bool freed = p->freed;
+  uv_mutex_unlock(&p->lock);
+  if (freed)
+    pool_destroy(p); /* else pbl_pool_free() will */
+}
+
+void pbl__pool_settle(pbl_pool_t *p) {
+  uv_mutex_lock(&p->lock);
+  bool ready = p->live == 0 && p->unjoined == 0;
+  bool finish = ready && (p->freed || p->member_closing) && !p->async_closing;
+  bool closing = p->async_closing;
+  bool want = !ready && (p->live > 0 || p->state != PBL__POOL_RUNNING);
+  if (finish) { /* under both locks: no send after this */
+    uv_mutex_lock(&p->done_lock);
+    p->async_closing = true;
+    uv_mutex_unlock(&p->done_lock);
+  }
+  uv_mutex_unlock(&p->lock);
+  if (finish) {
+    uv_close((uv_handle_t *)&p->async, on_closed); /* keeps the loop alive */
+    return;
+  }
+  if (closing || want == p->refd)
+    return;
+  p->refd = want;
+  if (want)
+    uv_ref((uv_handle_t *)&p->async);
+  else
+    uv_unref((uv_handle_t *)&p->async);
+}
+
+/* lock. Returns true if the loop must be woken. */
+static bool stop_locked(pbl_pool_t *p) {
+  if (p->state == PBL__POOL_STOPPED)
+    return false;
+  p->state = PBL__POOL_STOPPED;
+  bool wake = pbl__pool_cancel_queued(p);
+  uv_mutex_lock(&p->done_lock); /* hands are cleared under done */
+  p->kind->cancel_running(p);
+  uv_mutex_unlock(&p->done_lock);
+  p->kind->wind_down(p);
+  return wake;
+}
+
+/* Lock held; drops it. The loop settles the change: at once on the loop
+ * thread, else woken (under the lock: the async cannot be closing). */
+static void unlock_and_settle(pbl_pool_t *p, bool wake) {
+  bool here = !p->gone && pbl__on_loop_thread(p->loop);
+  if (!here && !p->gone && pbl__pool_want_wake(p))
+    wake = true;
+  if (wake)
+    pbl__pool_wake(p);
+  uv_mutex_unlock(&p->lock);
+  if (here)
+    pbl__pool_settle(p);
+}
+
+/* Loop thread: the binding closes. */
+static void member_close(pbl__member *m) {
+  pbl_pool_t *p = PBL__CONTAINER_OF(m, pbl_pool_t, member);
+  uv_mutex_lock(&p->lock);
+  p->member_closing = true;
+  unlock_and_settle(p, stop_locked(p));
+}
+
+/* The pool lock is taken by the loop thread and every worker for a few
+ * instructions each time: an adaptive mutex spins a little before it
+ * sleeps, which saves a futex round trip in most collisions. */
+static int lock_init(uv_mutex_t *m) {
+#if defined(PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP)
+  pthread_mutexattr_t a;
+  if (pthread_mutexattr_init(&a) != 0)
+    return UV_ENOMEM;
+  int err = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+  if (err == 0)
+    err = pthread_mutex_init(m, &a);
+  pthread_mutexattr_destroy(&a);
+  return -err;
+#else
+  return uv_mutex_init(m);
+#endif
+}
+
+/* Loop thread. */
+static int attach(void *arg) {
+  pbl_pool_t *p = arg;
+  int err = uv_async_init(p->loop->uv, &p->async, on_async);
+  if (err != 0)
+    return err;
+  p->async.data = p;
+  uv_unref((uv_handle_t *)&p->async); /* an idle pool is not work */
+  pbl__loop_member_add(p->loop, &p->member);
+  return 0;
+}
+
+int pbl__pool_init(pbl_pool_t *p, const pbl__pool_kind *kind, pbl_loop_t *pl,
+                   const pbl_pool_opts *o) {
+  if (!PBL__VALID_LOOP(pl))
+    return UV_EINVAL;
+  p->kind = kind;
+  p->loop = pl;
+  p->queue_limit = o != NULL ? o->queue_limit : 0;
+  p->state = PBL__POOL_RUNNING;
+  p->member.close = member_close;
+  atomic_init(&p->wake_pending, false);
+  int err = lock_init(&p->lock);
+  if (err != 0)
+    return err;
+  err = lock_init(&p->done_lock);
+  if (err == 0) {
+    err = uv_cond_init(&p->join_cv);
+    if (err == 0) {
+      err = on_loop(pl, attach, p);
+      if (err == 0) {
+        pbl__loop_ref(pl); /* the binding's memory outlives the pool */
+        p->magic = PBL__POOL_MAGIC;
+        return 0;
+      }
+      uv_cond_destroy(&p->join_cv);
+    }
+    uv_mutex_destroy(&p->done_lock);
+  }
+  uv_mutex_destroy(&p->lock);
+  return err;
+}
+
+/* ---- public ---- */
+
+int pbl_pool_close(pbl_pool_t *p) {
+  if (!PBL__VALID_POOL(p))
+    return UV_EINVAL;
+  uv_mutex_lock(&p->lock);
+  if (p->state == PBL__POOL_RUNNING) {
+    p->state = PBL__POOL_CLOSED;
+    p->kind->wind_down(p);
+  }
+  unlock_and_settle(p, false);
+  return 0;
+}
+
+int pbl_pool_stop(pbl_pool_t *p) {
+  if (!PBL__VALID_POOL(p))
+    return UV_EINVAL;
+  uv_mutex_lock(&p->lock);
+  unlock_and_settle(p, stop_locked(p));
+  return 0;
+}
+
+int pbl_pool_join(pbl_pool_t *p, int64_t timeout_ms) {
+  if (!PBL__VALID_POOL(p))
+    return UV_EINVAL;
+  uint64_t deadline = timeout_ms < 0
+                          ? UINT64_MAX
+                          : uv_hrtime() + (uint64_t)timeout_ms * NS_PER_MS;
+  uv_mutex_lock(&p->lock);
+  if (p->state == PBL__POOL_RUNNING) {
+    uv_mutex_unlock(&p->lock);
+    return UV_EINVAL;
+  }
+  bool here = pbl__on_loop_thread(p->loop);
+  int err = pbl__pool_self == p ? PBL_EDEADLK : 1; /* 1: go on */
+  while (err == 1) {
+    if (p->live == 0 && p->unjoined == 0) {
+      err = 0;
+    } else if (p->exited > 0) { /* reap them here: no loop turn needed */
+      uv_mutex_unlock(&p->lock);
+      p->kind->reap(p);
+      uv_mutex_lock(&p->lock);
+    } else if (here && (p->live > 0 || p->kind->reaps_on_loop)) {
+      err = PBL_EDEADLK; /* only this thread's loop could finish it */
+    } else {
+      uint64_t now = uv_hrtime();
+      if (now >= deadline)
+        err = UV_ETIMEDOUT;
+      else if (deadline == UINT64_MAX)
+        uv_cond_wait(&p->join_cv, &p->lock);
+      else
+        (void)uv_cond_timedwait(&p->join_cv, &p->lock, deadline - now);
+    }
+  }
+  uv_mutex_unlock(&p->lock);
+  if (err == 0 && here && !p->gone)
+    pbl__pool_settle(p); /* we may have reaped: let the loop go */
+  return err;
+}
+
+int pbl_pool_stats(pbl_pool_t *p, pbl_pool_stats_t *out) {
+  if (!PBL__VALID_POOL(p) || out == NULL)
+    return UV_EINVAL;
+  uv_mutex_lock(&p->lock);
+  uv_mutex_lock(&p->done_lock);
+  *out = p->ends;
+  out->queued = p->st.queued;
+  out->respawned = p->st.respawned;
+  out->running = p->taken - p->finished;
+  out->workers = p->kind->workers(p);
+  uv_mutex_unlock(&p->done_lock);
+  uv_mutex_unlock(&p->lock);
+  return 0;
+}
+
+void pbl_pool_free(pbl_pool_t *p) {
+  if (!PBL__VALID_POOL(p))
+    return;
+  uv_mutex_lock(&p->lock);
+  if (p->gone) { /* the binding closed: nothing is left but memory */
+    uv_mutex_unlock(&p->lock);
+    pool_destroy(p);
+    return;
+  }
+  p->freed = true;
+  unlock_and_settle(p, stop_locked(p));
+}

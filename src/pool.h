@@ -1,0 +1,220 @@
+/* Pools: the front end shared by thread pools (thread-pool.c) and process
+ * pools. Never installed.
+ *
+ * Design notes.
+ *
+ * A pool is a loop member (pbl__member) with a run queue, counters and a
+ * uv_async_t of its own. Its tasks ("items") are NOT on the binding's live
+ * list: the pool is their tracker. It accepts an item under its lock
+ * (state, queue_limit), so scheduling is immediate from any thread: a
+ * worker thread can take the item before the loop ever turns. Every
+ * accepted item is kept by the pool until the pool is finished with it
+ * (a hold when accepted on the loop thread, else a reference):
+ * a worker ran it, skipped it (it ended while queued) or the pool ended it
+ * (stop, failing initializer). Finished items go to the done list; the
+ * loop drains that list in batches (one uv_async_send per batch): it
+ * disarms the item's timer, delivers its callback if nobody did, and drops
+ * the pool reference. Ends by pbl_task_cancel() or a timeout are delivered
+ * by the core as for any task; the drain then finds them delivered.
+ *
+ * Liveness. The async is ref'd while an accepted item is not drained
+ * (`live` > 0), or while a closed or stopped pool still has workers not
+ * yet joined or reaped, or while a freed pool finishes. So an idle pool
+ * does not keep the loop alive, and after uv_run() returns a closed pool
+ * is ready to join.
+ *
+ * Binding close: the member's close hook stops the pool (every task ends,
+ * running ones flagged), and the member is gone once every item is
+ * drained, every worker joined and the async closed. The pool's memory
+ * lives on until pbl_pool_free() too.
+ *
+ * Chunks (map): a job is 1..n consecutive items of the run queue, pushed
+ * under one lock hold and taken whole by one worker, so items of a chunk
+ * run in order on one worker. The first item carries the chunk length.
+ * A chunk's timed items are all stamped with the chunk's start: a timeout
+ * applies per chunk.
+ *
+ * Two locks, as in libuv's pool: "lock" guards the run queue and the
+ * life cycle (scheduling and workers taking jobs), "done" what workers
+ * hand back (the done list, the end counters), so a worker finishing a
+ * task does not hold up the thread scheduling the next one. A job in a
+ * worker's hand is set under lock and cleared under done; stop walks the
+ * hands holding both.
+ *
+ * Lock order: lock, then done, then a task's stripe lock, then in_lock or
+ * a waiter's mutex. No lock is held while a task function, an
+ * initializer or a callback runs.
+ */
+#ifndef PBL_POOL_H
+#define PBL_POOL_H
+
+#include "internal.h"
+
+#define PBL__POOL_MAGIC 0x7062706cu /* "pbpl" */
+#define PBL__VALID_POOL(p) ((p) != NULL && (p)->magic == PBL__POOL_MAGIC)
+
+typedef enum {
+  PBL__POOL_RUNNING,
+  PBL__POOL_CLOSED, /* no new tasks; the queue drains */
+  PBL__POOL_STOPPED /* no new tasks; every task ended */
+} pbl__pool_state;
+
+/* What every pool task starts with. */
+typedef struct pbl__pool_item {
+  pbl_task_t base;               /* first: an item is a task */
+  struct pbl__pool_item *next;   /* lock: run queue, a worker's hand, done */
+  struct pbl__pool_item *arm_next; /* lock: timers to arm on the loop */
+  uint64_t queued_ns;            /* uv_hrtime() when accepted */
+  uint32_t chunk_len;            /* first item of a job: its items; else 0 */
+  bool held;                     /* loop: kept by a hold, not a reference */
+} pbl__pool_item;
+
+typedef struct pbl__pool_list {
+  pbl__pool_item *head, *tail;
+} pbl__pool_list;
+
+/* What to do for newly queued jobs, decided under the lock and done
+ * after it: signalling or starting a thread under the lock would keep the
+ * workers waiting for it. */
+typedef struct pbl__kick {
+  unsigned signal; /* idle workers to wake */
+  unsigned start;  /* new workers to start */
+} pbl__kick;
+
+/* What a kind of pool does. Hooks marked "lock" run with p->lock held. */
+typedef struct pbl__pool_kind {
+  const char *name;
+  /* lock: jobs were queued: decide whom to wake or start. */
+  pbl__kick (*kick)(pbl_pool_t *p);
+  /* no lock, any thread: carry out a kick (failure: see the kind). */
+  void (*act)(pbl_pool_t *p, pbl__kick k);
+  /* lock: the pool closed or stopped: idle workers may leave. */
+  void (*wind_down)(pbl_pool_t *p);
+  /* lock and done: the pool stopped: end the work in hand, cancelled. */
+  void (*cancel_running)(pbl_pool_t *p);
+  /* no lock, any thread but a worker: join or reap exited workers. */
+  void (*reap)(pbl_pool_t *p);
+  /* no lock, loop thread, after each drain: loop-side work, e.g. handing
+   * queued jobs to worker processes. May be NULL. */
+  void (*loop_work)(pbl_pool_t *p);
+  /* lock: workers alive, for stats. */
+  size_t (*workers)(pbl_pool_t *p);
+  /* no lock: every worker is gone; free what the kind owns. */
+  void (*destroy)(pbl_pool_t *p);
+  /* Workers are only reaped on loop turns (child processes): a join on
+   * the loop thread with workers left is then PBL_EDEADLK. Threads leave
+   * and are joined without the loop. */
+  bool reaps_on_loop;
+} pbl__pool_kind;
+
+struct pbl_pool {
+  uint32_t magic;
+  const pbl__pool_kind *kind;
+  pbl_loop_t *loop;        /* the pool holds a reference on the binding */
+  pbl__member member;      /* loop */
+  uv_async_t async;        /* the drain: done items, timers, exits, free */
+  uv_cond_t join_cv;       /* lock: live or unjoined went down */
+  _Atomic bool wake_pending; /* an async send is on its way */
+
+  /* The groups below sit on cache lines of their own: the scheduling
+   * thread and the workers taking jobs write the first, workers handing
+   * results back the second. */
+  char pad0_[64];
+  uv_mutex_t lock;         /* "lock": the run queue and the life cycle */
+  /* lock */
+  uint8_t state;           /* pbl__pool_state */
+  bool freed;              /* pbl_pool_free() was called */
+  bool member_closing;     /* the binding closes */
+  bool async_closing;      /* lock and done: no send after uv_close() */
+  bool gone;               /* the async is closed: the loop is let go */
+  size_t queue_limit;      /* 0: unbounded */
+  pbl__pool_list queue;    /* accepted items waiting, in order */
+  size_t jobs;             /* jobs (chunks) in queue */
+  size_t live;             /* accepted items not yet drained */
+  size_t unjoined;         /* workers started and not yet joined/reaped */
+  size_t exited;           /* workers that left and wait to be reaped */
+  size_t taken;            /* items taken by workers, ever */
+  pbl_pool_stats_t st;     /* queued and respawned only */
+
+  char pad1_[64];
+  uv_mutex_t done_lock;    /* "done": what workers hand back */
+  /* done */
+  pbl__pool_list done;     /* finished items the loop has not drained */
+  pbl__pool_item *arms;    /* started items whose timers want arming */
+  size_t finished;         /* taken items handed back, ever */
+  pbl_pool_stats_t ends;   /* the end counters and the waits only */
+  char pad2_[64];
+
+  /* loop */
+  bool refd;               /* the async is ref'd */
+};
+
+/* Set in a pool's own threads: joining that pool there is PBL_EDEADLK. */
+extern _Thread_local pbl_pool_t *pbl__pool_self;
+
+/* Any thread (from another thread the loop must be running): binds a
+ * zeroed, kind-allocated pool to pl. Returns 0, UV_EINVAL, PBL_ECLOSED or
+ * libuv's error; on error nothing is left to undo but p's memory. */
+int pbl__pool_init(pbl_pool_t *p, const pbl__pool_kind *kind, pbl_loop_t *pl,
+                   const pbl_pool_opts *o);
+
+/* Any thread: a new item (a task) of `size` bytes for p. Tasks with a
+ * timeout take `timed` ops (their end may need the loop), others `plain`.
+ * Returns 0, UV_EINVAL or UV_ENOMEM. */
+int pbl__pool_item_new(pbl_pool_t *p, const pbl__task_ops *plain,
+                       const pbl__task_ops *timed, size_t size,
+                       const pbl_task_opts *opts, bool want_ref,
+                       pbl__pool_item **out);
+/* Frees items never accepted (an error path). */
+void pbl__pool_items_discard(pbl__pool_item **items, size_t n);
+
+/* Any thread: accepts items[0..n) as jobs of `chunk` items each, or none.
+ * Returns 0, PBL_ECLOSED, UV_EAGAIN (past queue_limit). On error the
+ * caller still owns the items. */
+int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
+                     size_t chunk);
+
+/* Many inputs in chunks, for both kinds: make(i) builds input i's item.
+ * tasks may be NULL (fire and forget). */
+typedef int (*pbl__pool_make_fn)(pbl_pool_t *p, size_t i,
+                                 const pbl_task_opts *opts, bool want_ref,
+                                 pbl__pool_item **out, void *ctx);
+int pbl__pool_map(pbl_pool_t *p, size_t n, size_t chunksize,
+                  const pbl_task_opts *opts, pbl_task_t **tasks,
+                  pbl__pool_make_fn make, void *ctx);
+
+/* lock: takes the next job off the queue (NULL: none) and counts it
+ * running. *n: its items. */
+pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n);
+/* Queue waits a worker adds up between two holds of the lock. */
+typedef struct pbl__pool_waits {
+  uint64_t total, max;
+} pbl__pool_waits;
+/* No lock, the worker that took `job`, before it runs: adds the job's
+ * queue waits to *w and starts its timed items' clocks. Returns true if
+ * the caller must wake the loop (timers to arm). */
+bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
+                          pbl__pool_waits *w);
+/* done: publishes *w in the stats and clears it. */
+void pbl__pool_add_waits(pbl_pool_t *p, pbl__pool_waits *w);
+/* done: the pool is finished with the chain of items from `head`, of
+ * which `ran` were taken by a worker (the rest never left the queue).
+ * Returns true if the caller must wake the loop (pbl__pool_wake). */
+bool pbl__pool_finish(pbl_pool_t *p, pbl__pool_item *head, size_t ran);
+/* lock: ends every queued item FAILED with `code` and `msg` (a failing
+ * initializer, a worker that could not start). Returns as finish. */
+bool pbl__pool_fail_queued(pbl_pool_t *p, int err, int code, const char *msg);
+/* lock or done: true if the caller must wake the loop (one send per
+ * batch). */
+bool pbl__pool_want_wake(pbl_pool_t *p);
+/* Any thread, no lock, while a worker of p is unjoined: wakes the loop. */
+void pbl__pool_wake(pbl_pool_t *p);
+/* lock: ends every queued item CANCELLED. Returns as finish. */
+bool pbl__pool_cancel_queued(pbl_pool_t *p);
+/* lock: a worker left or was reaped: wake joiners. */
+void pbl__pool_changed(pbl_pool_t *p);
+/* Loop thread, no lock: refs or unrefs the async as the pool's work asks,
+ * and closes it once a freed pool (or one whose binding closes) is done. */
+void pbl__pool_settle(pbl_pool_t *p);
+
+#endif /* PBL_POOL_H */
