@@ -222,11 +222,17 @@ static void deliver_locked(pbl_task_t *t) {
   pbl__task_unlock(t);
 
   bool first = (t->lflags & PBL__L_DELIVERED) == 0;
-  t->lflags |= PBL__L_DELIVERED;
+  /* Callbacks after the work was told to stop. Before the task counts as
+   * delivered: stopping work that never started (a thread task still
+   * queued) drops its last hold, and must not retire the task yet. */
   if (abort_due)
-    abort_work(t); /* callbacks after the work was told to stop */
-  if (cb != NULL)
+    abort_work(t);
+  t->lflags |= PBL__L_DELIVERED;
+  if (cb != NULL) {
+    t->holds++; /* whatever the callback stops, t outlives it */
     cb(t, data); /* may release the caller's reference, never ours */
+    t->holds--;
+  }
   if (first) {
     maybe_retire(t);
     return;

@@ -157,6 +157,52 @@ static void test_cancel_queued_tasks(void **state) {
   pbl_test_gate_destroy(&gate);
 }
 
+/* A queued task, released by its caller and cancelled from another
+ * thread: its callback still sees a live, cancelled task (the delivery
+ * that stops the queued work must not free the task under it). */
+typedef struct {
+  int calls;
+  int err;
+  pbl_task_state state;
+} released_probe;
+
+static void released_cb(pbl_task_t *t, void *data) {
+  released_probe *p = data;
+  p->calls++;
+  p->err = pbl_task_error(t);
+  p->state = pbl_task_state_of(t);
+}
+
+static void cancel_task_on_thread(void *arg) {
+  assert_int_equal(pbl_task_cancel(arg), 0);
+}
+
+static void test_cancel_released_queued_task_from_thread(void **state) {
+  pbl_test_fixture *f = *state;
+  pbl_test_gate gate;
+  pbl_test_gate_init(&gate);
+  released_probe p = {0};
+  pbl_task_opts o = {.on_done = released_cb, .data = &p};
+  pbl_task_t *blocker, *queued;
+  assert_int_equal(pbl_thread(f->pl, gated, &gate, NULL, &blocker), 0);
+  assert_true(pbl_test_gate_wait_entered(&gate, 1, 10000));
+  assert_int_equal(pbl_thread(f->pl, identity, NULL, &o, &queued), 0);
+  pbl_task_retain(queued); /* the cancelling thread's */
+  uv_thread_t th;
+  assert_int_equal(uv_thread_create(&th, cancel_task_on_thread, queued), 0);
+  assert_int_equal(uv_thread_join(&th), 0);
+  pbl_task_release(queued);
+  pbl_task_release(queued); /* only the library holds it now */
+  uv_run(&f->uv, UV_RUN_NOWAIT); /* the delivery, with the pool blocked */
+  assert_int_equal(p.calls, 1);
+  assert_int_equal(p.state, PBL_CANCELLED);
+  assert_int_equal(p.err, UV_ECANCELED);
+  pbl_test_gate_open(&gate);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  pbl_task_release(blocker);
+  pbl_test_gate_destroy(&gate);
+}
+
 /* ---- timeouts ---- */
 
 typedef struct {
@@ -364,6 +410,9 @@ int main(void) {
                                       pbl_test_setup, pbl_test_teardown),
       cmocka_unit_test_setup_teardown(test_cancel_queued_tasks,
                                       pbl_test_setup, pbl_test_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_cancel_released_queued_task_from_thread, pbl_test_setup,
+          pbl_test_teardown),
       cmocka_unit_test_setup_teardown(test_timeout_ends_a_running_task,
                                       pbl_test_setup, pbl_test_teardown),
       cmocka_unit_test_setup_teardown(test_timeout_counts_from_the_start,

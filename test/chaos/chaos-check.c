@@ -30,10 +30,11 @@ static void print_invariant(const invariant *inv) {
   printf("  %-46s %s", inv->what, inv->bad == 0 ? "ok" : "FAILED");
   if (inv->bad > 0 && inv->example != NULL) {
     const chaos_record *e = inv->example;
-    printf(" (%llu; e.g. a %s task, behaviour %d, ended %s, %d callbacks%s%s)",
+    printf(" (%llu; e.g. a %s task, behaviour %d, ended %s %s, %d "
+           "callbacks%s%s)",
            (unsigned long long)inv->bad, kind_names[e->kind], e->behaviour,
-           pbl_task_state_name(e->end), e->callbacks, e->why[0] ? ": " : "",
-           e->why);
+           pbl_task_state_name(e->end), pbl_err_name(e->err), e->callbacks,
+           e->why[0] ? ": " : "", e->why);
   } else if (inv->bad > 0) {
     printf(" (%llu)", (unsigned long long)inv->bad);
   }

@@ -193,8 +193,11 @@ static void on_done(pbl_task_t *t, void *data) {
   if (!uv_thread_equal(&self, &chaos.loop_thread))
     rec->off_loop = true;
   rec->end = pbl_task_state_of(t);
+  rec->err = pbl_task_error(t);
   if (rec->end == PBL_DONE)
     check_result(rec, t);
+  else if (rec->why[0] == '\0')
+    snprintf(rec->why, sizeof(rec->why), "%s", pbl_task_message(t));
   uv_mutex_lock(&chaos.lock);
   chaos.in_flight[rec->slot] = chaos.in_flight[--chaos.n_in_flight];
   if (chaos.in_flight[rec->slot] != NULL)

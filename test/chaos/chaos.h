@@ -60,6 +60,7 @@ typedef struct chaos_record {
   int callbacks;
   bool off_loop;         /* a callback ran on another thread */
   pbl_task_state end;
+  int err;               /* its end code */
   bool result_ok;        /* DONE and the result checked out */
   char why[96];          /* what the result check found */
   struct chaos_record *next; /* all records */
