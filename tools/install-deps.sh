@@ -1,0 +1,14 @@
+#!/bin/sh
+# Installs what building and testing pebble needs, from Debian's packages:
+# a compiler, meson, ninja, pkg-config, libuv and cmocka, plus any package
+# named on the command line. Uses sudo unless run as root.
+set -eu
+if [ "$(id -u)" -eq 0 ]; then
+  as_root=
+else
+  as_root=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$as_root apt-get update
+$as_root apt-get install -y --no-install-recommends \
+  gcc libc6-dev meson ninja-build pkg-config libuv1-dev libcmocka-dev "$@"
