@@ -355,6 +355,7 @@ static void detach(pbl__pworker *w) {
         pbl__task_end(&it->base, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
                       PBL__DELIVER_LATER);
       if (pbl__task_ended(&it->base)) {
+        leave(it); /* the pool keeps it until drained: nothing is freed */
         *fin_tail = it;
         fin_tail = &it->next;
         nfin++;
@@ -371,24 +372,19 @@ static void detach(pbl__pworker *w) {
   if (fin != NULL)
     finish_locked(p, fin, nfin);
   uv_mutex_unlock(&p->done_lock);
-  for (unsigned j = njobs; j-- > 0;)
-    if (keep[j] != NULL)
-      pbl__pool_requeue(p, keep[j]);
-  uv_mutex_unlock(&p->lock);
-  while (fin != NULL) {
-    pbl__pool_item *next = fin->next; /* the drain may take it: read now */
-    leave(fin);
-    fin = next;
-  }
+  /* Kept items are not ended, so not delivered: dropping the dispatch
+   * hold cannot retire one (under the lock: nothing to call out to). */
   for (unsigned j = 0; j < njobs; j++)
-    for (pbl__pool_item *it = keep[j]; it != NULL;) {
-      pbl__pool_item *next = it->next;
+    for (pbl__pool_item *it = keep[j]; it != NULL; it = it->next) {
       pbl__timeout_disarm(&it->base); /* it starts anew on its next worker */
       atomic_store_explicit(&((pbl__pitem *)it)->proc.pid, 0,
                             memory_order_relaxed);
       leave(it);
-      it = next;
     }
+  for (unsigned j = njobs; j-- > 0;)
+    if (keep[j] != NULL)
+      pbl__pool_requeue(p, keep[j]);
+  uv_mutex_unlock(&p->lock);
 }
 
 void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {

@@ -187,23 +187,47 @@ static void test_free_busy_pool(void **state) {
 }
 
 /* Closing the binding under a busy pool ends every task and reaps every
- * worker; the pool's memory waits for pbl_pool_free(). */
+ * worker; the pool's memory waits for pbl_pool_free(). Its own loop: the
+ * fixture's binding would be closed twice. */
+static int closed_calls;
+
+static void on_closed(pbl_loop_t *pl) {
+  (void)pl;
+  closed_calls++;
+}
+
 static void test_close_binding_busy(void **state) {
-  F(state);
-  pbl_pool_t *p = new_ppool_n(f, 2, 0);
+  (void)state;
+  size_t fds = pbl_test_count_fds();
+  uv_loop_t uv;
+  pbl_loop_t *pl;
+  assert_int_equal(uv_loop_init(&uv), 0);
+  assert_int_equal(pbl_loop_new(&uv, &pl), 0);
+  pbl_pool_opts po = {.workers = 2};
+  pbl_pool_t *p;
+  assert_int_equal(pbl_process_pool_new(pl, &po, &p), 0);
   pool_cb_count c = {0};
   pbl_task_opts o = {.on_done = count_cb, .data = &c};
   pbl_task_t *t[5];
   for (int i = 0; i < 5; i++)
     t[i] = submit(p, fn_sleep, NULL, 0, &o);
-  assert_true(pbl_test_run_until(&f->uv, task_running, t[0], 30000));
-  pbl_loop_close(f->pl, NULL);
-  run_dry(f);
+  assert_true(pbl_test_run_until(&uv, task_running, t[0], 30000));
+  closed_calls = 0;
+  pbl_loop_close(pl, on_closed);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(pbl_task_state_of(t[i]), PBL_CANCELLED);
+  assert_int_equal(pbl_pool_process(p, fn_pid, NULL, 0, NULL, NULL),
+                   PBL_ECLOSED);
+  assert_int_equal(uv_run(&uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(closed_calls, 1);
   assert_int_equal(c.cancelled, 5);
+  pbl_test_assert_no_children();
+  assert_int_equal(pbl_pool_join(p, 0), 0);
+  pbl_pool_free(p);
   for (int i = 0; i < 5; i++)
     pbl_task_release(t[i]);
-  pbl_test_assert_no_children();
-  pbl_pool_free(p);
+  assert_int_equal(uv_loop_close(&uv), 0);
+  assert_int_equal(pbl_test_count_fds(), fds);
 }
 
 /* Stats add up: every task is counted once in its end. */
@@ -329,7 +353,7 @@ int main(int argc, char **argv) {
       T(test_stop_from_callback),
       T(test_large_data),
       T(test_free_busy_pool),
-      T(test_close_binding_busy),
+      cmocka_unit_test(test_close_binding_busy),
       T(test_stats_add_up),
       T(test_queue_limit),
       T(test_schedule_from_many_threads),
