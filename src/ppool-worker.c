@@ -170,6 +170,7 @@ static void item_starts(pbl__pworker *w, pbl__pool_item *it) {
 void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job) {
   pbl__pool_waits *waits = &w->pp->waits;
   uint64_t now = uv_hrtime();
+  w->job_start_ns = now;
   for (pbl__pool_item *it = job; it != NULL; it = it->next) {
     uint64_t wait = now - it->queued_ns;
     waits->total += wait;
@@ -197,10 +198,13 @@ static void advance(pbl__pworker *w) {
     w->first = (w->first + 1) % PBL__PPOOL_DEPTH;
     w->njobs--;
   }
+  uint64_t now = job_done ? uv_hrtime() : 0;
   pbl__pool_add_waits(p, &w->pp->waits);
   finish_locked(p, it, 1);
   uv_mutex_unlock(&p->done_lock);
   leave(it);
+  if (job_done)
+    pbl__ppool_job_took(w->pp, now - w->job_start_ns);
   if (!job_done)
     item_starts(w, w->jobs[slot]);
   else if (w->njobs > 0)

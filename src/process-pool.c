@@ -56,6 +56,19 @@ uint64_t pbl__ppool_grace(pbl__ppool *pp, const pbl_task_t *t) {
 
 /* ---- dispatch (loop thread) ---- */
 
+void pbl__ppool_job_took(pbl__ppool *pp, uint64_t ns) {
+  pp->job_ns = pp->job_ns - pp->job_ns / 8 + ns / 8;
+}
+
+/* Jobs in flight a worker may have: about PBL__PPOOL_BUDGET_NS of work. */
+static unsigned depth(const pbl__ppool *pp) {
+  uint64_t d = pp->job_ns > 0 ? 1 + PBL__PPOOL_BUDGET_NS / pp->job_ns
+                              : PBL__PPOOL_DEPTH;
+  if (d < PBL__PPOOL_MIN_DEPTH)
+    d = PBL__PPOOL_MIN_DEPTH;
+  return d < PBL__PPOOL_DEPTH ? (unsigned)d : PBL__PPOOL_DEPTH;
+}
+
 /* lock: takes ended items out of a job just taken; they go to *skipped.
  * Returns what is left of the job (NULL: nothing) and its length. */
 static pbl__pool_item *prune(pbl__pool_item *job, pbl__pool_item **skipped,
@@ -86,8 +99,9 @@ static void fill(pbl__ppool *pp, pbl__pworker *w) {
   size_t nskipped = 0;
   unsigned n = 0;
   bool was_idle = w->njobs == 0, retire = false;
+  unsigned room = depth(pp);
   uv_mutex_lock(&p->lock);
-  while (w->njobs < PBL__PPOOL_DEPTH && p->queue.head != NULL) {
+  while (w->njobs < room && p->queue.head != NULL) {
     uint32_t len = p->queue.head->chunk_len;
     /* A job that does not fit what is left of max_tasks goes to a fresh
      * worker; one larger than max_tasks goes whole to a fresh worker. */
@@ -174,12 +188,13 @@ static unsigned start_workers(pbl__ppool *pp) {
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
       if (w->state == PBL__PW_STARTING)
-        room += PBL__PPOOL_DEPTH;
-      else if (w->state == PBL__PW_READY)
-        room += PBL__PPOOL_DEPTH - w->njobs;
+        room += PBL__PPOOL_MIN_DEPTH;
+      else if (w->state == PBL__PW_READY && w->njobs < PBL__PPOOL_MIN_DEPTH)
+        room += PBL__PPOOL_MIN_DEPTH - w->njobs;
     }
     if (p->jobs > room) {
-      size_t need = (p->jobs - room + PBL__PPOOL_DEPTH - 1) / PBL__PPOOL_DEPTH;
+      size_t need = (p->jobs - room + PBL__PPOOL_MIN_DEPTH - 1) /
+                    PBL__PPOOL_MIN_DEPTH;
       size_t free_slots = pp->target - pp->slots;
       n = (unsigned)(need < free_slots ? need : free_slots);
     }
@@ -249,7 +264,7 @@ void pbl__ppool_dispatch(pbl__ppool *pp) {
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
       if (w->state == PBL__PW_READY && w->njobs < PBL__PPOOL_DEPTH)
-        fill(pp, w);
+        fill(pp, w); /* it takes what depth() allows */
     }
     if (start_workers(pp) > 0)
       pp->redispatch = true; /* ready ones take jobs at once */
@@ -362,6 +377,7 @@ int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
   pp->grace_ms = o != NULL && o->kill_grace_ms > 0 ? (uint64_t)o->kill_grace_ms
                                                    : PBL__KILL_GRACE_MS;
   pp->init_name = init_name;
+  pp->job_ns = PBL__PPOOL_BUDGET_NS; /* 2 jobs each, until measured */
   QUEUE_INIT(&pp->workers);
   int err = 0;
   if (o != NULL) {
