@@ -437,8 +437,12 @@ void pbl__pworker_retire(pbl__pworker *w) {
 static void died(pbl__pworker *w, int64_t status, int sig) {
   pbl__ppool *pp = w->pp;
   char who[64], *words;
-  bool retired = w->state == PBL__PW_RETIRING && w->njobs == 0;
-  bool early = !w->answered && !retired;
+  if (w->state == PBL__PW_RETIRING && w->njobs == 0) {
+    w->state = PBL__PW_DYING; /* retired: the exit it was asked for */
+    pbl__pworker_vacate(w);   /* if its last answers came with the exit */
+    return;
+  }
+  bool early = !w->answered;
   snprintf(who, sizeof(who), "worker %d", w->pid);
   if (status == 0 && sig == 0) {
     char buf[128];
