@@ -1,5 +1,5 @@
 /* A process pool's worker, parent side: start, send calls, read answers,
- * and the ways it ends (killed, dead, retired). Loop thread only. See
+ * exit and close (how it ends is ppool-end.c). Loop thread only. See
  * ppool.h for the design notes.
  */
 #include <stdio.h>
@@ -7,9 +7,6 @@
 
 #include "ppool.h"
 
-#define MS 1000000ull
-#define BACKOFF_FIRST_MS 10
-#define BACKOFF_MAX_MS 1000
 
 /* One write of calls to a worker. It keeps a reference on every item
  * whose input it points at, until it finished. */
@@ -19,8 +16,6 @@ struct pbl__pwrite {
   pbl_task_t **refs;
   size_t nrefs, cap;
 };
-
-static void detach(pbl__pworker *w);
 
 /* ---- small things ---- */
 
@@ -39,25 +34,13 @@ void pbl__pworker_vacate(pbl__pworker *w) {
   uv_mutex_unlock(&p->lock);
 }
 
-static void stop_reading(pbl__pworker *w) {
+void pbl__pworker_stop_reading(pbl__pworker *w) {
   if (!w->reading)
     return;
   w->reading = false;
   uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
   if (ch != NULL)
     uv_read_stop(ch);
-}
-
-/* The pool is done with `it` on this worker. */
-static void leave(pbl__pool_item *it) {
-  ((pbl__pitem *)it)->w = NULL;
-  pbl__task_drop(&it->base); /* the dispatch hold */
-}
-
-/* done: hands items to the pool and wakes its drain. */
-static void finish_locked(pbl_pool_t *p, pbl__pool_item *head, size_t n) {
-  if (pbl__pool_finish(p, head, n))
-    pbl__pool_wake(p); /* items are live: the async is not closing */
 }
 
 /* ---- writing ---- */
@@ -200,9 +183,9 @@ static void advance(pbl__pworker *w) {
   }
   uint64_t now = job_done ? uv_hrtime() : 0;
   pbl__pool_add_waits(p, &w->pp->waits);
-  finish_locked(p, it, 1);
+  pbl__ppool_finish_locked(p, it, 1);
   uv_mutex_unlock(&p->done_lock);
-  leave(it);
+  pbl__pworker_leave(it);
   if (job_done)
     pbl__ppool_job_took(w->pp, now - w->job_start_ns);
   if (!job_done)
@@ -217,17 +200,6 @@ static void answered(pbl__pworker *w) {
   w->answered = true;
   w->pp->early_deaths = 0;
   w->pp->next_start_ns = 0;
-}
-
-/* The initializer failed (or never finished): the tasks waiting fail
- * with its words, and no worker starts until a task arrives. */
-static void init_failed(pbl__pworker *w, int err, int code, const char *msg) {
-  pbl_pool_t *p = &w->pp->base;
-  uv_mutex_lock(&p->lock);
-  w->pp->starts_blocked = true;
-  if (pbl__pool_fail_queued(p, err, code, msg))
-    pbl__pool_wake(p);
-  uv_mutex_unlock(&p->lock);
 }
 
 static int init_answer(pbl__pworker *w, const pbl__wire_head *h,
@@ -247,7 +219,7 @@ static int init_answer(pbl__pworker *w, const pbl__wire_head *h,
   }
   pbl__failure *fl = pbl__wire_failure(&f);
   pbl__free(payload);
-  init_failed(w, fl != NULL ? f.err : UV_ENOMEM, fl != NULL ? fl->code : 0,
+  pbl__pworker_init_failed(w, fl != NULL ? f.err : UV_ENOMEM, fl != NULL ? fl->code : 0,
               fl != NULL ? fl->msg : NULL);
   pbl__free(fl);
   w->state = PBL__PW_READY; /* for retire: it is sound, only unusable */
@@ -296,7 +268,7 @@ static void broken(pbl__pworker *w, int err) {
     char msg[96];
     snprintf(msg, sizeof(msg), "initializer: worker %d: %s", w->pid,
              pbl_strerror(err));
-    init_failed(w, err, 0, msg);
+    pbl__pworker_init_failed(w, err, 0, msg);
   } else if (pbl__pworker_head(w) != NULL) {
     pbl__task_end(&pbl__pworker_head(w)->base, PBL_FAILED, err, NULL, NULL,
                   PBL__DELIVER_LATER);
@@ -331,161 +303,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   } else if (nread < 0) {
     /* The worker closed its channel: it is exiting (its exit decides);
      * one that goes on without it is killed after the grace. */
-    stop_reading(w);
+    pbl__pworker_stop_reading(w);
     pbl__child_expect_exit(w->child, w->pp->grace_ms, w->pp->grace_ms);
-  }
-}
-
-/* ---- ends ---- */
-
-/* Takes every item off w: ended ones are finished, the others requeued
- * (cancelled if the pool stopped). */
-static void detach(pbl__pworker *w) {
-  pbl_pool_t *p = &w->pp->base;
-  pbl__pool_item *keep[PBL__PPOOL_DEPTH] = {NULL};
-  pbl__pool_item *fin = NULL, **fin_tail = &fin;
-  size_t nfin = 0;
-  unsigned njobs = w->njobs;
-  uv_mutex_lock(&p->lock);
-  bool stopped = p->state == PBL__POOL_STOPPED;
-  uv_mutex_lock(&p->done_lock);
-  for (unsigned j = 0; j < njobs; j++) {
-    pbl__pool_item **tail = &keep[j];
-    pbl__pool_item *it = w->jobs[(w->first + j) % PBL__PPOOL_DEPTH];
-    while (it != NULL) {
-      pbl__pool_item *next = it->next;
-      it->next = NULL;
-      if (stopped) /* stop ended them all; only a race could leave one */
-        pbl__task_end(&it->base, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
-                      PBL__DELIVER_LATER);
-      if (pbl__task_ended(&it->base)) {
-        leave(it); /* the pool keeps it until drained: nothing is freed */
-        *fin_tail = it;
-        fin_tail = &it->next;
-        nfin++;
-      } else {
-        *tail = it;
-        tail = &it->next;
-      }
-      it = next;
-    }
-    w->jobs[(w->first + j) % PBL__PPOOL_DEPTH] = NULL;
-  }
-  w->njobs = 0;
-  w->first = 0;
-  if (fin != NULL)
-    finish_locked(p, fin, nfin);
-  uv_mutex_unlock(&p->done_lock);
-  /* Kept items are not ended, so not delivered: dropping the dispatch
-   * hold cannot retire one (under the lock: nothing to call out to). */
-  for (unsigned j = 0; j < njobs; j++)
-    for (pbl__pool_item *it = keep[j]; it != NULL; it = it->next) {
-      pbl__timeout_disarm(&it->base); /* it starts anew on its next worker */
-      atomic_store_explicit(&((pbl__pitem *)it)->proc.pid, 0,
-                            memory_order_relaxed);
-      leave(it);
-    }
-  for (unsigned j = njobs; j-- > 0;)
-    if (keep[j] != NULL)
-      pbl__pool_requeue(p, keep[j]);
-  uv_mutex_unlock(&p->lock);
-}
-
-void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {
-  if (w->state == PBL__PW_DYING)
-    return;
-  pbl__pool_item *head = pbl__pworker_head(w);
-  if (head != NULL && pbl_task_state_of(&head->base) == PBL_TIMED_OUT)
-    for (pbl__pool_item *it = head->next; it != NULL; it = it->next)
-      pbl__task_end(&it->base, PBL_TIMED_OUT, UV_ETIMEDOUT, NULL, NULL,
-                    PBL__DELIVER_LATER); /* its chunk's time is up too */
-  w->state = PBL__PW_DYING;
-  stop_reading(w);
-  detach(w);
-  pbl__pworker_vacate(w);
-  pbl__child_ref(w->child, true); /* reaped before uv_run() returns */
-  pbl__child_kill(w->child, grace_ms);
-  pbl__child_close(w->child); /* its pipes now; the rest once reaped */
-  pbl__ppool_dispatch(w->pp); /* a replacement, the requeued jobs */
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status) {
-  (void)status;
-  pbl__free(req);
-}
-
-void pbl__pworker_retire(pbl__pworker *w) {
-  if (w->state != PBL__PW_READY)
-    return;
-  w->state = PBL__PW_RETIRING;
-  uv_shutdown_t *req = pbl__malloc(sizeof(*req));
-  uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
-  if (req == NULL || ch == NULL || uv_shutdown(req, ch, on_shutdown) != 0) {
-    pbl__free(req);
-    w->state = PBL__PW_READY;
-    pbl__pworker_kill(w, w->pp->grace_ms);
-    return;
-  }
-  if (w->njobs == 0) {
-    pbl__pworker_vacate(w);
-    pbl__child_ref(w->child, true);
-    pbl__child_expect_exit(w->child, w->pp->grace_ms, w->pp->grace_ms);
-  }
-}
-
-/* A worker that died on its own: its running item expires. */
-static void died(pbl__pworker *w, int64_t status, int sig) {
-  pbl__ppool *pp = w->pp;
-  char who[64], *words;
-  if (w->state == PBL__PW_RETIRING && w->njobs == 0) {
-    w->state = PBL__PW_DYING; /* retired: the exit it was asked for */
-    pbl__pworker_vacate(w);   /* if its last answers came with the exit */
-    return;
-  }
-  bool early = !w->answered;
-  snprintf(who, sizeof(who), "worker %d", w->pid);
-  if (status == 0 && sig == 0) {
-    char buf[128];
-    snprintf(buf, sizeof(buf), "%s exited with status 0 without sending a "
-             "result", who);
-    words = pbl__strdup(buf);
-  } else {
-    words = pbl__exit_words(who, status, sig);
-  }
-  pbl__pool_item *head = pbl__pworker_head(w);
-  if (w->state == PBL__PW_STARTING) {
-    char msg[192];
-    snprintf(msg, sizeof(msg), "initializer did not finish: %s",
-             words != NULL ? words : who);
-    init_failed(w, PBL_EFAILED, 0, msg);
-  } else if (head != NULL) {
-    pbl_task_t *t = &head->base;
-    pbl__pitem *pi = (pbl__pitem *)head;
-    pbl__task_lock(t);
-    if (!pbl__task_ended(t)) {
-      pi->proc.exit_status = (int)status;
-      pi->proc.term_signal = sig;
-      pbl__free(pi->words);
-      pi->words = words; /* published by the end */
-      words = NULL;
-    }
-    pbl__task_unlock(t);
-    pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL,
-                  PBL__DELIVER_LATER);
-  }
-  pbl__free(words);
-  w->state = PBL__PW_DYING;
-  detach(w);
-  pbl__pworker_vacate(w);
-  if (early) { /* dying at start again and again: slow the starts down */
-    unsigned k = ++pp->early_deaths;
-    uint64_t ms = 0;
-    if (k >= 2) {
-      ms = BACKOFF_FIRST_MS << (k - 2 < 7 ? k - 2 : 7);
-      if (ms > BACKOFF_MAX_MS)
-        ms = BACKOFF_MAX_MS;
-    }
-    pp->next_start_ns = uv_hrtime() + ms * MS;
   }
 }
 
@@ -495,10 +314,10 @@ static void on_exit(pbl__child *c, int64_t status, int sig) {
     int err = pbl__channel_drain(pbl__child_stream(c, PBL__WORKER_FD), &w->rd);
     if (err != 0)
       broken(w, err);
-    stop_reading(w);
+    pbl__pworker_stop_reading(w);
   }
   if (w->state != PBL__PW_DYING)
-    died(w, status, sig);
+    pbl__pworker_died(w, status, sig);
   pbl__child_close(c);
   pbl__ppool_dispatch(w->pp);
 }

@@ -171,5 +171,27 @@ void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms);
 void pbl__pworker_retire(pbl__pworker *w);
 /* w gives its slot back (once). */
 void pbl__pworker_vacate(pbl__pworker *w);
+void pbl__pworker_stop_reading(pbl__pworker *w);
+/* ppool-end.c. w died on its own (not killed): the item it ran expires
+ * (or, while starting, its initializer failed), the rest is requeued. */
+void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig);
+/* The initializer failed (or never finished): the tasks waiting fail
+ * with its words, and no worker starts until a task arrives. */
+void pbl__pworker_init_failed(pbl__pworker *w, int err, int code,
+                              const char *msg);
+
+/* The pool is done with `it` on its worker: the dispatch hold goes. */
+static inline void pbl__pworker_leave(pbl__pool_item *it) {
+  ((pbl__pitem *)it)->w = NULL;
+  pbl__task_drop(&it->base);
+}
+
+/* done: hands items to the pool and wakes its drain (items are live: the
+ * async is not closing). */
+static inline void pbl__ppool_finish_locked(pbl_pool_t *p,
+                                            pbl__pool_item *head, size_t n) {
+  if (pbl__pool_finish(p, head, n))
+    pbl__pool_wake(p);
+}
 
 #endif /* PBL_PPOOL_H */
