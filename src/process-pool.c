@@ -2,8 +2,6 @@
  * pbl_pool_map_process, and the kind's hooks. See ppool.h for the design
  * notes.
  */
-#include <limits.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "ppool.h"
