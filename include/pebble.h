@@ -306,6 +306,20 @@ typedef struct {
  * process-pool options), UV_ENOMEM, PBL_ECLOSED. */
 PBL_EXTERN int pbl_thread_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
                                    pbl_pool_t **out);
+/* A pool of persistent worker processes (this program, or
+ * o->worker_path), each with a channel of its own; up to o->workers (0:
+ * uv_available_parallelism()) start on demand and run o->process_init on
+ * init_arg/init_len first, respawns included. A failing (or dying)
+ * initializer fails every task waiting with its message and PBL_EFAILED;
+ * no worker starts again until a task arrives. A worker that dies expires
+ * the task it ran (PBL_EEXPIRED: pid, status, signal, words); the tasks
+ * sent to it behind that one are requeued; it is replaced, with a backoff
+ * if new workers keep dying at start. o->max_tasks retires a worker
+ * gracefully after that many tasks; o->kill_grace_ms is the default grace
+ * of its tasks' kills. Thread: any (from another thread the loop must be
+ * running). Returns 0 and sets *out, UV_EINVAL (also for thread-pool
+ * options), PBL_ENOFUNC (process_init not registered), UV_ENOMEM,
+ * PBL_ECLOSED. */
 PBL_EXTERN int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
                                     pbl_pool_t **out);
 /* Schedules fn(arg) on a thread pool. Thread: any, including the pool's
@@ -319,6 +333,14 @@ PBL_EXTERN int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
  * PBL_ECLOSED (closed or stopped), UV_EAGAIN (past queue_limit). */
 PBL_EXTERN int pbl_pool_thread(pbl_pool_t *p, pbl_thread_fn fn, void *arg,
                                const pbl_task_opts *opts, pbl_task_t **task);
+/* Schedules fn on in[0, len) (copied) on a process pool. A timeout counts
+ * from the task's start on its worker; a timeout or cancel of a running
+ * task ends it at once and kills its worker's process group (SIGTERM,
+ * SIGKILL after the grace); the next task runs in a new worker. Waits for
+ * it need the loop (on the loop thread: PBL_EDEADLK). opts->worker_path
+ * must be NULL (the pool's workers run every task). Thread: any. Returns
+ * 0, UV_EINVAL, PBL_ENOFUNC (fn not registered), UV_ENOMEM, PBL_ECLOSED,
+ * UV_EAGAIN (past queue_limit). */
 PBL_EXTERN int pbl_pool_process(pbl_pool_t *p, pbl_process_fn fn,
                                 const void *in, size_t len,
                                 const pbl_task_opts *opts, pbl_task_t **task);
@@ -332,6 +354,11 @@ PBL_EXTERN int pbl_pool_map_thread(pbl_pool_t *p, pbl_thread_fn fn,
                                    void *const *args, size_t n,
                                    size_t chunksize, const pbl_task_opts *opts,
                                    pbl_task_t **tasks);
+/* As pbl_pool_map_thread, for a process pool: inputs[i] (copied) is
+ * input i; a chunk goes to one worker in one write; a worker dying in
+ * the middle of a chunk expires the input it ran and requeues the rest.
+ * Returns as pbl_pool_process (UV_EINVAL also for an input with a length
+ * and no data). */
 PBL_EXTERN int pbl_pool_map_process(pbl_pool_t *p, pbl_process_fn fn,
                                     const pbl_buf *inputs, size_t n,
                                     size_t chunksize,

@@ -104,6 +104,15 @@ void pbl__child_close(pbl__child *c) {
   maybe_close_rest(c);
 }
 
+void pbl__child_ref(pbl__child *c, bool ref) {
+  void (*set)(uv_handle_t *) = ref ? uv_ref : uv_unref;
+  if (c->proc_open)
+    set((uv_handle_t *)&c->proc);
+  for (int fd = 0; fd < NPIPES; fd++)
+    if (c->pipe_open[fd])
+      set((uv_handle_t *)&c->pipes[fd]);
+}
+
 /* To the group, and to the child itself in case it left the group. */
 static void send_signal(pbl__child *c, int sig) {
   if (c->pid <= 0)

@@ -67,6 +67,11 @@ void pbl__child_kill(pbl__child *c, uint64_t grace_ms);
 void pbl__child_expect_exit(pbl__child *c, uint64_t delay_ms,
                             uint64_t grace_ms);
 bool pbl__child_exited(const pbl__child *c);
+/* Whether the child's process handle and pipes keep the loop alive (they
+ * do from spawn on). A pool's idle workers do not; its dying ones do, until
+ * reaped. */
+void pbl__child_ref(pbl__child *c, bool ref);
+
 /* The owner is done with the child; see "Lifetime". Idempotent. */
 void pbl__child_close(pbl__child *c);
 

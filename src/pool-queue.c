@@ -251,3 +251,25 @@ bool pbl__pool_cancel_queued(pbl_pool_t *p) {
                   PBL__DELIVER_LATER);
   return finish_unrun(p, head);
 }
+
+void pbl__pool_requeue(pbl_pool_t *p, pbl__pool_item *job) {
+  uint64_t now = uv_hrtime();
+  uint32_t k = 0;
+  pbl__pool_item *last = job;
+  for (pbl__pool_item *it = job; it != NULL; it = it->next) {
+    it->queued_ns = now;
+    it->chunk_len = 0;
+    last = it;
+    k++;
+  }
+  if (k == 0)
+    return;
+  job->chunk_len = k;
+  last->next = p->queue.head;
+  p->queue.head = job;
+  if (p->queue.tail == NULL)
+    p->queue.tail = last;
+  p->jobs++;
+  p->st.queued += k;
+  p->taken -= k;
+}

@@ -209,6 +209,12 @@ bool pbl__pool_fail_queued(pbl_pool_t *p, int err, int code, const char *msg);
 bool pbl__pool_want_wake(pbl_pool_t *p);
 /* Any thread, no lock, while a worker of p is unjoined: wakes the loop. */
 void pbl__pool_wake(pbl_pool_t *p);
+/* lock: puts `job`, a chain of items a worker took but never ran (a
+ * process worker died or was killed with them in flight), back at the
+ * head of the run queue as one job, counted queued again and no longer
+ * taken; their queue wait counts anew from now. Callers requeue several
+ * jobs last first, so they keep their order. */
+void pbl__pool_requeue(pbl_pool_t *p, pbl__pool_item *job);
 /* lock: ends every queued item CANCELLED. Returns as finish. */
 bool pbl__pool_cancel_queued(pbl_pool_t *p);
 /* lock: a worker left or was reaped: wake joiners. */

@@ -23,11 +23,9 @@
  * task has not ended, so readers on other threads that see an end state
  * see it complete.
  */
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "process.h"
 #include "wire.h"
@@ -75,16 +73,6 @@ static void broken(process_task *pt, int err, pbl__deliver_mode mode) {
   finish(pt);
 }
 
-static pbl__failure *failure_of(const pbl__wire_fail *f) {
-  pbl__failure *fl = pbl__malloc(sizeof(*fl) + f->msg_len + 1);
-  if (fl == NULL)
-    return NULL;
-  fl->code = f->code;
-  memcpy(fl->msg, f->msg, f->msg_len);
-  fl->msg[f->msg_len] = '\0';
-  return fl;
-}
-
 static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   process_task *pt = ctx;
   pbl_task_t *t = &pt->base;
@@ -107,7 +95,7 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
       pbl__free(payload); /* cancelled or timed out first */
     return 0;
   }
-  pbl__failure *fl = failure_of(&f);
+  pbl__failure *fl = pbl__wire_failure(&f);
   pbl__free(payload);
   pbl__task_end(t, PBL_FAILED, fl != NULL ? f.err : UV_ENOMEM, NULL, fl,
                 PBL__DELIVER_NOW);
@@ -135,24 +123,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* After the exit: whatever the child wrote is in the socket already. */
 static void drain(process_task *pt) {
-  uv_stream_t *ch = pbl__child_stream(pt->child, PBL__WORKER_FD);
-  uv_os_fd_t fd;
-  if (!pt->reading || ch == NULL || uv_fileno((uv_handle_t *)ch, &fd) != 0)
+  if (!pt->reading)
     return;
-  for (;;) {
-    char *base;
-    size_t len;
-    pbl__wire_reader_buf(&pt->rd, &base, &len);
-    ssize_t n = recv(fd, base, len, MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break; /* EOF, or EAGAIN: a process the child started holds it */
-    int err = pbl__wire_reader_feed(&pt->rd, (size_t)n);
-    if (err != 0) {
-      broken(pt, err, PBL__DELIVER_NOW);
-      return;
-    }
+  int err = pbl__channel_drain(pbl__child_stream(pt->child, PBL__WORKER_FD),
+                               &pt->rd);
+  if (err != 0) {
+    broken(pt, err, PBL__DELIVER_NOW);
+    return;
   }
   stop_reading(pt);
 }

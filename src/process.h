@@ -5,6 +5,7 @@
 
 #include "child.h"
 #include "internal.h"
+#include "wire.h"
 
 /* registry.c. Thread: any. The name of a registered function (static
  * storage), or NULL. */
@@ -40,6 +41,14 @@ int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
                       pbl__child_exit_cb on_exit,
                       pbl__child_closed_cb on_closed, void *data,
                       pbl__child **out);
+
+/* worker-spawn.c, loop thread: after a worker exited, feeds rd what it
+ * wrote before it died, without blocking (a process it started may still
+ * hold the channel open, so its end is not awaited). Returns 0, or the
+ * reader's error. */
+int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd);
+/* A FAIL frame's code and message as a failure record (NULL: no memory). */
+pbl__failure *pbl__wire_failure(const pbl__wire_fail *f);
 
 /* child.c: "SIGSEGV" for 11; "SIG99" written to buf otherwise. */
 const char *pbl__signal_name(int sig, char *buf, size_t len);

@@ -1,10 +1,12 @@
 /* Starting a worker process: its command line and its channel. Used by
  * one-shot process tasks and by process pools. */
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "process.h"
-#include "wire.h"
 
 static uv_once_t exe_once = UV_ONCE_INIT;
 static char exe[4096];
@@ -43,4 +45,33 @@ int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
       .data = data,
   };
   return pbl__child_spawn(loop, &o, out);
+}
+
+int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd) {
+  uv_os_fd_t fd;
+  if (ch == NULL || uv_fileno((uv_handle_t *)ch, &fd) != 0)
+    return 0;
+  for (;;) {
+    char *base;
+    size_t len;
+    pbl__wire_reader_buf(rd, &base, &len);
+    ssize_t n = recv(fd, base, len, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return 0; /* EOF, or EAGAIN: a process the child started holds it */
+    int err = pbl__wire_reader_feed(rd, (size_t)n);
+    if (err != 0)
+      return err;
+  }
+}
+
+pbl__failure *pbl__wire_failure(const pbl__wire_fail *f) {
+  pbl__failure *fl = pbl__malloc(sizeof(*fl) + f->msg_len + 1);
+  if (fl == NULL)
+    return NULL;
+  fl->code = f->code;
+  memcpy(fl->msg, f->msg, f->msg_len);
+  fl->msg[f->msg_len] = '\0';
+  return fl;
 }

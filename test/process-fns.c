@@ -4,8 +4,10 @@
 #include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int give(pbl_buf *out, const void *p, size_t len) {
@@ -233,3 +235,76 @@ int fn_hello(const void *in, size_t len, pbl_buf *out) {
   return give(out, "main", 4);
 }
 PBL_PROCESS_FN(fn_hello);
+
+int fn_pid(const void *in, size_t len, pbl_buf *out) {
+  (void)in, (void)len;
+  int32_t pid = (int32_t)getpid();
+  return give(out, &pid, sizeof(pid));
+}
+PBL_PROCESS_FN(fn_pid);
+
+int fn_sleep_ms(const void *in, size_t len, pbl_buf *out) {
+  uint32_t ms = 0;
+  if (len >= sizeof(ms))
+    memcpy(&ms, in, sizeof(ms));
+  usleep((useconds_t)ms * 1000);
+  return give(out, in, len);
+}
+PBL_PROCESS_FN(fn_sleep_ms);
+
+/* What the initializer was given, for the tasks to return. */
+static char *init_seen;
+static size_t init_seen_len;
+
+int fn_init_keep(const void *in, size_t len, pbl_buf *out) {
+  (void)out;
+  init_seen = malloc(len + 1);
+  if (init_seen == NULL)
+    return 1;
+  memcpy(init_seen, in, len);
+  init_seen_len = len;
+  return 0;
+}
+PBL_PROCESS_FN(fn_init_keep);
+
+int fn_init_seen(const void *in, size_t len, pbl_buf *out) {
+  (void)in, (void)len;
+  if (init_seen == NULL)
+    return give(out, "none", 4);
+  return give(out, init_seen, init_seen_len);
+}
+PBL_PROCESS_FN(fn_init_seen);
+
+int fn_init_fail(const void *in, size_t len, pbl_buf *out) {
+  (void)in, (void)len, (void)out;
+  pbl_fail(7, "init says no");
+  return 1;
+}
+PBL_PROCESS_FN(fn_init_fail);
+
+int fn_run_child(const void *in, size_t len, pbl_buf *out) {
+  (void)in, (void)len;
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", "exit 7", (char *)NULL);
+    _exit(127);
+  }
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+    return 1;
+  int32_t code = WEXITSTATUS(status);
+  return give(out, &code, sizeof(code));
+}
+PBL_PROCESS_FN(fn_run_child);
+
+int fn_fail_odd(const void *in, size_t len, pbl_buf *out) {
+  uint32_t v = 0;
+  if (len >= sizeof(v))
+    memcpy(&v, in, sizeof(v));
+  if (v % 2 == 1) {
+    pbl_fail((int)v, "odd %u", v);
+    return 1;
+  }
+  return give(out, in, len);
+}
+PBL_PROCESS_FN(fn_fail_odd);

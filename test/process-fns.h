@@ -42,4 +42,19 @@ int fn_nested(const void *in, size_t len, pbl_buf *out);
 /* Returns "main" (the worker fixture's fn_hello returns "fixture"). */
 int fn_hello(const void *in, size_t len, pbl_buf *out);
 
+/* Pool tests. The worker's pid, as an int32_t. */
+int fn_pid(const void *in, size_t len, pbl_buf *out);
+/* Sleeps the input's first u32 in ms, then echoes the input. */
+int fn_sleep_ms(const void *in, size_t len, pbl_buf *out);
+/* An initializer that keeps its input; fn_init_seen returns it ("none"
+ * without one). */
+int fn_init_keep(const void *in, size_t len, pbl_buf *out);
+int fn_init_seen(const void *in, size_t len, pbl_buf *out);
+/* An initializer that fails: pbl_fail(7, "init says no"). */
+int fn_init_fail(const void *in, size_t len, pbl_buf *out);
+/* Runs `sh -c "exit 7"` and returns its exit status as an int32_t. */
+int fn_run_child(const void *in, size_t len, pbl_buf *out);
+/* Echoes a u32 input; an odd one fails with pbl_fail(v, "odd v"). */
+int fn_fail_odd(const void *in, size_t len, pbl_buf *out);
+
 #endif

@@ -1,0 +1,352 @@
+/* Process pool throughput for trivial tasks, against its baselines, in
+ * one run: rounds alternate, and each figure is the median of the rounds.
+ *
+ *   pool     N pbl_pool_process() of an 8-byte echo, on the loop thread,
+ *            each with a callback, then uv_run until the last callback
+ *   raw      the same N echoes over raw socketpair round trips to as many
+ *            persistent worker processes (this program, started with
+ *            uv_spawn), each kept with DEPTH (2) requests in flight and
+ *            fed from the read callback, batched in one write per read:
+ *            what a competent hand-written libuv program does; and the
+ *            same with DEEP (64) in flight, the most the pool keeps
+ *   map/64   pbl_pool_map_process() of N inputs in chunks of 64
+ *   py       Python Pebble's ProcessPool (schedule, and map with
+ *            chunksize 64) and concurrent.futures' ProcessPoolExecutor
+ *            (/usr/bin/python3, Debian's python3-pebble); skipped if absent
+ *
+ * Both sides use WORKERS workers (the CPUs). Usage:
+ *   bench-pool-process [path/to/pebble_processpool.py] [N] [ROUNDS]
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+#define PY "/usr/bin/python3"
+#define CHUNK 64
+#define DEPTH 2 /* the raw side's requests in flight per worker */
+#define DEEP 64 /* and as many as the pool may keep in flight at most */
+#define MAX_ROUNDS 15
+#define MAX_WORKERS 64
+#define RAW_ARG "--raw-pool-worker"
+#define PY_N 20000 /* Python is ~100x slower: fewer tasks, same rate */
+
+static size_t done;
+
+/* ---- the worker sides ---- */
+
+static int echo(const void *in, size_t len, pbl_buf *out) {
+  out->data = malloc(len > 0 ? len : 1);
+  if (out->data == NULL)
+    return 1;
+  memcpy(out->data, in, len);
+  out->len = len;
+  return 0;
+}
+PBL_PROCESS_FN(echo);
+
+/* The raw worker: 8-byte requests on fd 3, each answered by one write of
+ * the same 8 bytes (as pebble's worker flushes each answer). */
+static int raw_worker(void) {
+  char buf[65536];
+  size_t have = 0;
+  for (;;) {
+    ssize_t n = read(3, buf + have, sizeof(buf) - have);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return 0;
+    have += (size_t)n;
+    size_t off = 0;
+    for (; have - off >= 8; off += 8)
+      if (write(3, buf + off, 8) != 8)
+        return 1;
+    memmove(buf, buf + off, have - off);
+    have -= off;
+  }
+}
+
+/* ---- raw round trips ---- */
+
+typedef struct {
+  uv_process_t proc;
+  uv_pipe_t ch;
+  char rbuf[65536];
+  size_t have;
+  size_t inflight;
+  bool exited;
+} raw_child;
+
+static raw_child raw[MAX_WORKERS];
+static unsigned nraw;
+static size_t raw_to_send; /* requests not yet sent this round */
+static size_t raw_depth;   /* requests in flight per worker */
+
+typedef struct {
+  uv_write_t req;
+  char data[8 * DEEP];
+} raw_write;
+
+static void raw_written(uv_write_t *req, int status) {
+  BENCH_CHECK(status);
+  free(req);
+}
+
+/* Tops c up to DEPTH requests in flight, in one write. */
+static void raw_feed(raw_child *c) {
+  size_t k = 0;
+  while (c->inflight + k < raw_depth && raw_to_send > 0) {
+    k++;
+    raw_to_send--;
+  }
+  if (k == 0)
+    return;
+  raw_write *w = bench_alloc(sizeof(*w));
+  memset(w->data, 'r', k * 8);
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)(k * 8));
+  BENCH_CHECK(uv_write(&w->req, (uv_stream_t *)&c->ch, &b, 1, raw_written));
+  c->inflight += k;
+}
+
+static void raw_alloc(uv_handle_t *h, size_t s, uv_buf_t *buf) {
+  raw_child *c = h->data;
+  (void)s;
+  *buf = uv_buf_init(c->rbuf + c->have, (unsigned)(sizeof(c->rbuf) - c->have));
+}
+
+static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  raw_child *c = s->data;
+  (void)buf;
+  if (n < 0) {
+    uv_read_stop(s);
+    return;
+  }
+  c->have += (size_t)n;
+  size_t answers = c->have / 8;
+  memmove(c->rbuf, c->rbuf + answers * 8, c->have - answers * 8);
+  c->have -= answers * 8;
+  c->inflight -= answers;
+  done += answers;
+  raw_feed(c);
+}
+
+static void raw_exit(uv_process_t *p, int64_t status, int sig) {
+  (void)status, (void)sig;
+  ((raw_child *)p->data)->exited = true;
+  uv_close((uv_handle_t *)p, NULL);
+}
+
+static void raw_start(uv_loop_t *uv, unsigned n) {
+  char exe[4096];
+  size_t len = sizeof(exe);
+  BENCH_CHECK(uv_exepath(exe, &len));
+  nraw = n;
+  for (unsigned i = 0; i < n; i++) {
+    raw_child *c = &raw[i];
+    BENCH_CHECK(uv_pipe_init(uv, &c->ch, 0));
+    uv_stdio_container_t stdio[4] = {
+        {.flags = UV_IGNORE},
+        {.flags = UV_INHERIT_FD, .data.fd = 1},
+        {.flags = UV_INHERIT_FD, .data.fd = 2},
+        {.flags = (uv_stdio_flags)(UV_CREATE_PIPE | UV_READABLE_PIPE |
+                                   UV_WRITABLE_PIPE),
+         .data.stream = (uv_stream_t *)&c->ch},
+    };
+    char *args[] = {exe, RAW_ARG, NULL};
+    uv_process_options_t o = {.exit_cb = raw_exit, .file = exe, .args = args,
+                              .stdio_count = 4, .stdio = stdio};
+    BENCH_CHECK(uv_spawn(uv, &c->proc, &o));
+    c->proc.data = c;
+    c->ch.data = c;
+    BENCH_CHECK(uv_read_start((uv_stream_t *)&c->ch, raw_alloc, raw_read));
+    /* Idle, they must not keep the loop from returning in run_pool(). */
+    uv_unref((uv_handle_t *)&c->proc);
+    uv_unref((uv_handle_t *)&c->ch);
+  }
+}
+
+static double run_raw(uv_loop_t *uv, size_t n, size_t depth) {
+  done = 0;
+  raw_to_send = n;
+  raw_depth = depth;
+  uint64_t t0 = bench_now();
+  for (unsigned i = 0; i < nraw; i++) {
+    uv_ref((uv_handle_t *)&raw[i].ch); /* else uv_run() would not poll */
+    raw_feed(&raw[i]);
+  }
+  while (done < n)
+    uv_run(uv, UV_RUN_ONCE);
+  uint64_t t1 = bench_now();
+  for (unsigned i = 0; i < nraw; i++)
+    uv_unref((uv_handle_t *)&raw[i].ch);
+  return (double)n * 1e9 / (double)(t1 - t0);
+}
+
+static void raw_stop(uv_loop_t *uv) {
+  for (unsigned i = 0; i < nraw; i++) {
+    uv_close((uv_handle_t *)&raw[i].ch, NULL); /* EOF: the worker exits */
+    uv_ref((uv_handle_t *)&raw[i].proc);       /* reaped before we go on */
+  }
+  uv_run(uv, UV_RUN_DEFAULT);
+}
+
+/* ---- pebble ---- */
+
+static void count_cb(pbl_task_t *t, void *data) {
+  (void)data;
+  BENCH_CHECK(pbl_task_error(t));
+  done++;
+}
+
+static double run_pool(uv_loop_t *uv, pbl_pool_t *p, size_t n) {
+  pbl_task_opts o = {.on_done = count_cb};
+  done = 0;
+  uint64_t t0 = bench_now();
+  for (size_t i = 0; i < n; i++)
+    BENCH_CHECK(pbl_pool_process(p, echo, "pbl-echo", 8, &o, NULL));
+  uv_run(uv, UV_RUN_DEFAULT);
+  uint64_t t1 = bench_now();
+  BENCH_CHECK(done == n ? 0 : UV_EINVAL); /* no task lost */
+  return (double)n * 1e9 / (double)(t1 - t0);
+}
+
+static double run_map(uv_loop_t *uv, pbl_pool_t *p, const pbl_buf *in,
+                      size_t n) {
+  pbl_task_opts o = {.on_done = count_cb};
+  done = 0;
+  uint64_t t0 = bench_now();
+  BENCH_CHECK(pbl_pool_map_process(p, echo, in, n, CHUNK, &o, NULL));
+  uv_run(uv, UV_RUN_DEFAULT);
+  uint64_t t1 = bench_now();
+  BENCH_CHECK(done == n ? 0 : UV_EINVAL);
+  return (double)n * 1e9 / (double)(t1 - t0);
+}
+
+/* ---- Python ---- */
+
+/* Tasks per second from the script, or a negative value if it could not
+ * run (no python3, no pebble). */
+static double run_py(const char *script, const char *mode, unsigned workers) {
+  if (script == NULL || access(PY, X_OK) != 0 || access(script, R_OK) != 0)
+    return -1;
+  char cmd[1024];
+  snprintf(cmd, sizeof(cmd), "%s '%s' %s %d %u %d 2>/dev/null", PY, script,
+           mode, PY_N, workers, CHUNK);
+  FILE *f = popen(cmd, "r");
+  if (f == NULL)
+    return -1;
+  double rate = -1;
+  if (fscanf(f, "%lf", &rate) != 1)
+    rate = -1;
+  if (pclose(f) != 0)
+    rate = -1;
+  return rate;
+}
+
+static void row(const char *name, size_t n, double rate) {
+  if (rate < 0)
+    printf("%-34s %9zu %14s\n", name, n, "skipped");
+  else
+    printf("%-34s %9zu %14.0f\n", name, n, rate);
+}
+
+static void ratio(const char *name, double ours, double base) {
+  if (ours > 0 && base > 0)
+    printf("ratio %s %.3f\n", name, ours / base);
+}
+
+static double med(double *v, int n) {
+  return n > 0 ? bench_median(v, (size_t)n) : -1;
+}
+
+int main(int argc, char **argv) {
+  pbl_worker_main(argc, argv);
+  if (argc > 1 && strcmp(argv[1], RAW_ARG) == 0)
+    return raw_worker();
+  const char *script = argc > 1 ? argv[1] : NULL;
+  size_t n = argc > 2 ? strtoul(argv[2], NULL, 10) : 100000;
+  int rounds = argc > 3 ? atoi(argv[3]) : 5;
+  if (n == 0 || rounds < 1 || rounds > MAX_ROUNDS) {
+    fprintf(stderr, "usage: %s [script] [N > 0] [ROUNDS 1..%d]\n", argv[0],
+            MAX_ROUNDS);
+    return 2;
+  }
+  unsigned workers = uv_available_parallelism();
+  if (workers > MAX_WORKERS)
+    workers = MAX_WORKERS;
+
+  uv_loop_t uv;
+  BENCH_CHECK(uv_loop_init(&uv));
+  pbl_loop_t *pl;
+  BENCH_CHECK(pbl_loop_new(&uv, &pl));
+  pbl_pool_opts po = {.workers = workers};
+  pbl_pool_t *p;
+  BENCH_CHECK(pbl_process_pool_new(pl, &po, &p));
+  pbl_buf *in = bench_alloc(n * sizeof(*in));
+  for (size_t i = 0; i < n; i++)
+    in[i] = (pbl_buf){"pbl-echo", 8};
+  raw_start(&uv, workers);
+
+  /* Warm up: every worker started, caches and malloc arenas hot. */
+  run_raw(&uv, n / 10 + 1, DEPTH);
+  run_pool(&uv, p, n / 10 + 1);
+
+  double r_raw[MAX_ROUNDS], r_pool[MAX_ROUNDS], r_map[MAX_ROUNDS];
+  double r_deep[MAX_ROUNDS];
+  double r_py[MAX_ROUNDS], r_pymap[MAX_ROUNDS], r_fut[MAX_ROUNDS];
+  int py_n = 0, pymap_n = 0, fut_n = 0;
+  for (int r = 0; r < rounds; r++) {
+    if (r % 2 == 0) {
+      r_raw[r] = run_raw(&uv, n, DEPTH);
+      r_pool[r] = run_pool(&uv, p, n);
+      r_deep[r] = run_raw(&uv, n, DEEP);
+    } else {
+      r_deep[r] = run_raw(&uv, n, DEEP);
+      r_pool[r] = run_pool(&uv, p, n);
+      r_raw[r] = run_raw(&uv, n, DEPTH);
+    }
+    r_map[r] = run_map(&uv, p, in, n);
+    double v = run_py(script, "pebble", workers);
+    if (v > 0)
+      r_py[py_n++] = v;
+    v = run_py(script, "pebble-map", workers);
+    if (v > 0)
+      r_pymap[pymap_n++] = v;
+    v = run_py(script, "futures", workers);
+    if (v > 0)
+      r_fut[fut_n++] = v;
+  }
+  double m_raw = med(r_raw, rounds), m_pool = med(r_pool, rounds);
+  double m_deep = med(r_deep, rounds);
+  double m_map = med(r_map, rounds), m_py = med(r_py, py_n);
+  double m_pymap = med(r_pymap, pymap_n), m_fut = med(r_fut, fut_n);
+
+  printf("process pool throughput, trivial tasks (8-byte echo): %u workers, "
+         "median of %d rounds\n",
+         workers, rounds);
+  printf("%-34s %9s %14s\n", "", "tasks", "tasks/s");
+  row("raw socketpair, 2 in flight", n, m_raw);
+  row("raw socketpair, 64 in flight", n, m_deep);
+  row("pbl_pool_process", n, m_pool);
+  row("pbl_pool_map_process /64", n, m_map);
+  row("Pebble ProcessPool.schedule", PY_N, m_py);
+  row("Pebble ProcessPool.map /64", PY_N, m_pymap);
+  row("ProcessPoolExecutor.submit", PY_N, m_fut);
+  ratio("pool-process-vs-raw-socketpair", m_pool, m_raw);
+  ratio("pool-process-vs-raw-socketpair-64", m_pool, m_deep);
+  ratio("pool-map64-vs-raw-socketpair", m_map, m_raw);
+  ratio("pool-process-vs-pebble-processpool", m_pool, m_py);
+  ratio("pool-map64-vs-pebble-processpool-map64", m_map, m_pymap);
+  ratio("pool-process-vs-processpoolexecutor", m_pool, m_fut);
+  if (m_py < 0)
+    printf("(Python Pebble skipped: %s or pebble missing)\n", PY);
+
+  free(in);
+  raw_stop(&uv);
+  pbl_pool_free(p);
+  pbl_loop_close(pl, NULL);
+  uv_run(&uv, UV_RUN_DEFAULT);
+  BENCH_CHECK(uv_loop_close(&uv));
+  return 0;
+}

@@ -1,0 +1,171 @@
+/* How a process pool's worker ends: killed (a timeout, a cancel, a stop,
+ * garbage), dead on its own, or retired; and what becomes of its items.
+ * Loop thread only. See ppool.h for the design notes.
+ */
+#include <stdio.h>
+
+#include "ppool.h"
+
+#define MS 1000000ull
+#define BACKOFF_FIRST_MS 10
+#define BACKOFF_MAX_MS 1000
+
+void pbl__pworker_init_failed(pbl__pworker *w, int err, int code,
+                              const char *msg) {
+  pbl_pool_t *p = &w->pp->base;
+  uv_mutex_lock(&p->lock);
+  w->pp->starts_blocked = true;
+  if (pbl__pool_fail_queued(p, err, code, msg))
+    pbl__pool_wake(p);
+  uv_mutex_unlock(&p->lock);
+}
+
+/* Takes every item off w: ended ones are finished, the others requeued
+ * (cancelled if the pool stopped). */
+static void detach(pbl__pworker *w) {
+  pbl_pool_t *p = &w->pp->base;
+  pbl__pool_item *keep[PBL__PPOOL_DEPTH] = {NULL};
+  pbl__pool_item *fin = NULL, **fin_tail = &fin;
+  size_t nfin = 0;
+  unsigned njobs = w->njobs;
+  uv_mutex_lock(&p->lock);
+  bool stopped = p->state == PBL__POOL_STOPPED;
+  uv_mutex_lock(&p->done_lock);
+  for (unsigned j = 0; j < njobs; j++) {
+    pbl__pool_item **tail = &keep[j];
+    pbl__pool_item *it = w->jobs[(w->first + j) % PBL__PPOOL_DEPTH];
+    while (it != NULL) {
+      pbl__pool_item *next = it->next;
+      it->next = NULL;
+      if (stopped) /* stop ended them all; only a race could leave one */
+        pbl__task_end(&it->base, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
+                      PBL__DELIVER_LATER);
+      if (pbl__task_ended(&it->base)) {
+        pbl__pworker_leave(it); /* the pool keeps it until drained: nothing is freed */
+        *fin_tail = it;
+        fin_tail = &it->next;
+        nfin++;
+      } else {
+        *tail = it;
+        tail = &it->next;
+      }
+      it = next;
+    }
+    w->jobs[(w->first + j) % PBL__PPOOL_DEPTH] = NULL;
+  }
+  w->njobs = 0;
+  w->first = 0;
+  if (fin != NULL)
+    pbl__ppool_finish_locked(p, fin, nfin);
+  uv_mutex_unlock(&p->done_lock);
+  /* Kept items are not ended, so not delivered: dropping the dispatch
+   * hold cannot retire one (under the lock: nothing to call out to). */
+  for (unsigned j = 0; j < njobs; j++)
+    for (pbl__pool_item *it = keep[j]; it != NULL; it = it->next) {
+      pbl__timeout_disarm(&it->base); /* it starts anew on its next worker */
+      atomic_store_explicit(&((pbl__pitem *)it)->proc.pid, 0,
+                            memory_order_relaxed);
+      pbl__pworker_leave(it);
+    }
+  for (unsigned j = njobs; j-- > 0;)
+    if (keep[j] != NULL)
+      pbl__pool_requeue(p, keep[j]);
+  uv_mutex_unlock(&p->lock);
+}
+
+void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {
+  if (w->state == PBL__PW_DYING)
+    return;
+  pbl__pool_item *head = pbl__pworker_head(w);
+  if (head != NULL && pbl_task_state_of(&head->base) == PBL_TIMED_OUT)
+    for (pbl__pool_item *it = head->next; it != NULL; it = it->next)
+      pbl__task_end(&it->base, PBL_TIMED_OUT, UV_ETIMEDOUT, NULL, NULL,
+                    PBL__DELIVER_LATER); /* its chunk's time is up too */
+  w->state = PBL__PW_DYING;
+  pbl__pworker_stop_reading(w);
+  detach(w);
+  pbl__pworker_vacate(w);
+  pbl__child_ref(w->child, true); /* reaped before uv_run() returns */
+  pbl__child_kill(w->child, grace_ms);
+  pbl__child_close(w->child); /* its pipes now; the rest once reaped */
+  pbl__ppool_dispatch(w->pp); /* a replacement, the requeued jobs */
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  pbl__free(req);
+}
+
+void pbl__pworker_retire(pbl__pworker *w) {
+  if (w->state != PBL__PW_READY)
+    return;
+  w->state = PBL__PW_RETIRING;
+  uv_shutdown_t *req = pbl__malloc(sizeof(*req));
+  uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
+  if (req == NULL || ch == NULL || uv_shutdown(req, ch, on_shutdown) != 0) {
+    pbl__free(req);
+    w->state = PBL__PW_READY;
+    pbl__pworker_kill(w, w->pp->grace_ms);
+    return;
+  }
+  if (w->njobs == 0) {
+    pbl__pworker_vacate(w);
+    pbl__child_ref(w->child, true);
+    pbl__child_expect_exit(w->child, w->pp->grace_ms, w->pp->grace_ms);
+  }
+}
+
+void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
+  pbl__ppool *pp = w->pp;
+  char who[64], *words;
+  if (w->state == PBL__PW_RETIRING && w->njobs == 0) {
+    w->state = PBL__PW_DYING; /* retired: the exit it was asked for */
+    pbl__pworker_vacate(w);   /* if its last answers came with the exit */
+    return;
+  }
+  bool early = !w->answered;
+  snprintf(who, sizeof(who), "worker %d", w->pid);
+  if (status == 0 && sig == 0) {
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s exited with status 0 without sending a "
+             "result", who);
+    words = pbl__strdup(buf);
+  } else {
+    words = pbl__exit_words(who, status, sig);
+  }
+  pbl__pool_item *head = pbl__pworker_head(w);
+  if (w->state == PBL__PW_STARTING) {
+    char msg[192];
+    snprintf(msg, sizeof(msg), "initializer did not finish: %s",
+             words != NULL ? words : who);
+    pbl__pworker_init_failed(w, PBL_EFAILED, 0, msg);
+  } else if (head != NULL) {
+    pbl_task_t *t = &head->base;
+    pbl__pitem *pi = (pbl__pitem *)head;
+    pbl__task_lock(t);
+    if (!pbl__task_ended(t)) {
+      pi->proc.exit_status = (int)status;
+      pi->proc.term_signal = sig;
+      pbl__free(pi->words);
+      pi->words = words; /* published by the end */
+      words = NULL;
+    }
+    pbl__task_unlock(t);
+    pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL,
+                  PBL__DELIVER_LATER);
+  }
+  pbl__free(words);
+  w->state = PBL__PW_DYING;
+  detach(w);
+  pbl__pworker_vacate(w);
+  if (early) { /* dying at start again and again: slow the starts down */
+    unsigned k = ++pp->early_deaths;
+    uint64_t ms = 0;
+    if (k >= 2) {
+      ms = BACKOFF_FIRST_MS << (k - 2 < 7 ? k - 2 : 7);
+      if (ms > BACKOFF_MAX_MS)
+        ms = BACKOFF_MAX_MS;
+    }
+    pp->next_start_ns = uv_hrtime() + ms * MS;
+  }
+}

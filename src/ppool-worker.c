@@ -1,0 +1,398 @@
+/* A process pool's worker, parent side: start, send calls, read answers,
+ * exit and close (how it ends is ppool-end.c). Loop thread only. See
+ * ppool.h for the design notes.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "ppool.h"
+
+
+/* One write of calls to a worker. It keeps a reference on every item
+ * whose input it points at, until it finished. */
+struct pbl__pwrite {
+  pbl__wire_batch b; /* b.req is the uv_write_t */
+  pbl__pworker *w;
+  pbl_task_t **refs;
+  size_t nrefs, cap;
+};
+
+/* ---- small things ---- */
+
+pbl__pool_item *pbl__pworker_head(const pbl__pworker *w) {
+  return w->njobs > 0 ? w->jobs[w->first] : NULL;
+}
+
+void pbl__pworker_vacate(pbl__pworker *w) {
+  if (!w->slot)
+    return;
+  w->slot = false;
+  pbl_pool_t *p = &w->pp->base;
+  uv_mutex_lock(&p->lock);
+  w->pp->slots--;
+  w->pp->vacated++;
+  uv_mutex_unlock(&p->lock);
+}
+
+void pbl__pworker_stop_reading(pbl__pworker *w) {
+  if (!w->reading)
+    return;
+  w->reading = false;
+  uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
+  if (ch != NULL)
+    uv_read_stop(ch);
+}
+
+/* ---- writing ---- */
+
+static void pwrite_free(pbl__pwrite *wr) {
+  pbl__wire_batch_free(&wr->b);
+  pbl__free(wr->refs);
+  pbl__free(wr);
+}
+
+static void on_written(uv_write_t *req, int status) {
+  pbl__pwrite *wr = PBL__CONTAINER_OF(req, pbl__pwrite, b.req);
+  pbl__pworker *w = wr->w;
+  for (size_t i = 0; i < wr->nrefs; i++)
+    pbl_task_release(wr->refs[i]);
+  wr->nrefs = 0;
+  pbl__wire_batch_reset(&wr->b);
+  if (w->spare == NULL)
+    w->spare = wr;
+  else
+    pwrite_free(wr);
+  /* A worker we cannot write to will not answer: its exit decides. */
+  if (status < 0 && status != UV_ECANCELED && w->state != PBL__PW_DYING)
+    pbl__child_kill(w->child, 0);
+}
+
+static pbl__pwrite *pwrite_get(pbl__pworker *w) {
+  pbl__pwrite *wr = w->spare;
+  if (wr != NULL) {
+    w->spare = NULL;
+    return wr;
+  }
+  wr = pbl__calloc(1, sizeof(*wr));
+  if (wr != NULL) {
+    pbl__wire_batch_init(&wr->b);
+    wr->w = w;
+  }
+  return wr;
+}
+
+static int pwrite_add(pbl__pwrite *wr, pbl__pool_item *it) {
+  if (wr->nrefs == wr->cap) {
+    size_t cap = wr->cap != 0 ? wr->cap * 2 : 8;
+    pbl_task_t **refs = pbl__realloc(wr->refs, cap * sizeof(*refs));
+    if (refs == NULL)
+      return UV_ENOMEM;
+    wr->refs = refs;
+    wr->cap = cap;
+  }
+  pbl__pitem *pi = (pbl__pitem *)it;
+  int err = pbl__wire_batch_call(&wr->b, it->base.id, 0, pi->fn_name, pi->in,
+                                 pi->in_len);
+  if (err == 0)
+    wr->refs[wr->nrefs++] = pbl_task_retain(&it->base);
+  return err;
+}
+
+/* Writes the batch; on failure the worker is put down: its exit tells
+ * what became of its items. */
+static void pwrite_go(pbl__pworker *w, pbl__pwrite *wr, int err) {
+  uv_buf_t *bufs;
+  size_t n;
+  if (err == 0)
+    err = pbl__wire_batch_bufs(&wr->b, &bufs, &n);
+  if (err == 0) {
+    uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
+    err = uv_write(&wr->b.req, ch, bufs, (unsigned)n, on_written);
+  }
+  if (err == 0)
+    return;
+  on_written(&wr->b.req, UV_ECANCELED);
+  pbl__child_kill(w->child, 0);
+}
+
+void pbl__pworker_send(pbl__pworker *w, pbl__pool_item **jobs, unsigned n) {
+  pbl__pwrite *wr = pwrite_get(w);
+  if (wr == NULL) {
+    pbl__child_kill(w->child, 0);
+    return;
+  }
+  int err = 0;
+  for (unsigned j = 0; j < n && err == 0; j++)
+    for (pbl__pool_item *it = jobs[j]; it != NULL && err == 0; it = it->next)
+      err = pwrite_add(wr, it);
+  pwrite_go(w, wr, err);
+}
+
+static void send_init(pbl__pworker *w) {
+  pbl__ppool *pp = w->pp;
+  pbl__pwrite *wr = pwrite_get(w);
+  if (wr == NULL) {
+    pbl__child_kill(w->child, 0);
+    return;
+  }
+  pwrite_go(w, wr,
+            pbl__wire_batch_call(&wr->b, PBL__PPOOL_INIT_TAG, 0, pp->init_name,
+                                 pp->init_in, pp->init_len));
+}
+
+/* ---- starting items and jobs ---- */
+
+/* `it` reached the head of w: the worker runs it now. */
+static void item_starts(pbl__pworker *w, pbl__pool_item *it) {
+  pbl__pitem *pi = (pbl__pitem *)it;
+  atomic_store_explicit(&pi->proc.pid, w->pid, memory_order_release);
+  if (!pbl__task_begin(&it->base)) /* it ended while queued on w */
+    pbl__pworker_kill(w, pbl__ppool_grace(w->pp, &it->base));
+}
+
+void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job) {
+  pbl__pool_waits *waits = &w->pp->waits;
+  uint64_t now = uv_hrtime();
+  w->job_start_ns = now;
+  for (pbl__pool_item *it = job; it != NULL; it = it->next) {
+    uint64_t wait = now - it->queued_ns;
+    waits->total += wait;
+    if (wait > waits->max)
+      waits->max = wait;
+    pbl__task_extra *x = it->base.x;
+    if (x != NULL && x->timeout_ms > 0 && !pbl__task_ended(&it->base)) {
+      x->started_ns = now; /* the chunk's start: a timeout per chunk */
+      pbl__timeout_arm(&it->base);
+    }
+  }
+  item_starts(w, job);
+}
+
+/* The head was answered: take it off, start what comes next. */
+static void advance(pbl__pworker *w) {
+  pbl_pool_t *p = &w->pp->base;
+  unsigned slot = w->first;
+  pbl__pool_item *it = w->jobs[slot];
+  uv_mutex_lock(&p->done_lock);
+  w->jobs[slot] = it->next;
+  it->next = NULL;
+  bool job_done = w->jobs[slot] == NULL;
+  if (job_done) {
+    w->first = (w->first + 1) % PBL__PPOOL_DEPTH;
+    w->njobs--;
+  }
+  uint64_t now = job_done ? uv_hrtime() : 0;
+  pbl__pool_add_waits(p, &w->pp->waits);
+  pbl__ppool_finish_locked(p, it, 1);
+  uv_mutex_unlock(&p->done_lock);
+  pbl__pworker_leave(it);
+  if (job_done)
+    pbl__ppool_job_took(w->pp, now - w->job_start_ns);
+  if (!job_done)
+    item_starts(w, w->jobs[slot]);
+  else if (w->njobs > 0)
+    pbl__pworker_job_starts(w, w->jobs[w->first]);
+}
+
+/* ---- answers ---- */
+
+static void answered(pbl__pworker *w) {
+  w->answered = true;
+  w->pp->early_deaths = 0;
+  w->pp->next_start_ns = 0;
+}
+
+static int init_answer(pbl__pworker *w, const pbl__wire_head *h,
+                       void *payload) {
+  pbl__wire_fail f;
+  if (h->tag != PBL__PPOOL_INIT_TAG || h->type == PBL__WIRE_CALL ||
+      (h->type == PBL__WIRE_FAIL &&
+       pbl__wire_fail_parse(payload, (size_t)h->len, &f) != 0)) {
+    pbl__free(payload);
+    return PBL_EPROTO;
+  }
+  answered(w);
+  if (h->type == PBL__WIRE_RESULT) {
+    pbl__free(payload); /* what an initializer returns is not kept */
+    w->state = PBL__PW_READY;
+    return 0;
+  }
+  pbl__failure *fl = pbl__wire_failure(&f);
+  pbl__free(payload);
+  pbl__pworker_init_failed(w, fl != NULL ? f.err : UV_ENOMEM, fl != NULL ? fl->code : 0,
+              fl != NULL ? fl->msg : NULL);
+  pbl__free(fl);
+  w->state = PBL__PW_READY; /* for retire: it is sound, only unusable */
+  pbl__pworker_retire(w);
+  return 0;
+}
+
+static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
+  pbl__pworker *w = ctx;
+  if (w->state == PBL__PW_DYING) { /* killed while this batch was read */
+    pbl__free(payload);
+    return 0;
+  }
+  if (w->state == PBL__PW_STARTING)
+    return init_answer(w, h, payload);
+  pbl__pool_item *it = pbl__pworker_head(w);
+  pbl__wire_fail f;
+  if (it == NULL || h->tag != it->base.id || h->type == PBL__WIRE_CALL ||
+      (h->type == PBL__WIRE_FAIL &&
+       pbl__wire_fail_parse(payload, (size_t)h->len, &f) != 0)) {
+    pbl__free(payload);
+    return PBL_EPROTO;
+  }
+  answered(w);
+  pbl_task_t *t = &it->base;
+  if (h->type == PBL__WIRE_RESULT) {
+    ((pbl__pitem *)it)->proc.len = (size_t)h->len; /* read once DONE */
+    if (!pbl__task_end(t, PBL_DONE, 0, payload, NULL, PBL__DELIVER_LATER))
+      pbl__free(payload); /* cancelled or timed out first */
+  } else {
+    pbl__failure *fl = pbl__wire_failure(&f);
+    pbl__free(payload);
+    pbl__task_end(t, PBL_FAILED, fl != NULL ? f.err : UV_ENOMEM, NULL, fl,
+                  PBL__DELIVER_LATER);
+  }
+  advance(w);
+  return 0;
+}
+
+/* The worker sent what we cannot read: the task it runs fails with err,
+ * the worker is killed. */
+static void broken(pbl__pworker *w, int err) {
+  if (w->state == PBL__PW_DYING)
+    return;
+  if (w->state == PBL__PW_STARTING) {
+    char msg[96];
+    snprintf(msg, sizeof(msg), "initializer: worker %d: %s", w->pid,
+             pbl_strerror(err));
+    pbl__pworker_init_failed(w, err, 0, msg);
+  } else if (pbl__pworker_head(w) != NULL) {
+    pbl__task_end(&pbl__pworker_head(w)->base, PBL_FAILED, err, NULL, NULL,
+                  PBL__DELIVER_LATER);
+  }
+  pbl__pworker_kill(w, 0);
+}
+
+/* Answers were read: a retiring worker that owes nothing more is done. */
+static void after_answers(pbl__pworker *w) {
+  if (w->state == PBL__PW_RETIRING && w->njobs == 0 && w->slot) {
+    pbl__pworker_vacate(w);
+    pbl__child_ref(w->child, true); /* reaped before uv_run() returns */
+    pbl__child_expect_exit(w->child, w->pp->grace_ms, w->pp->grace_ms);
+  }
+  pbl__ppool_dispatch(w->pp);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  pbl__pworker *w = h->data;
+  (void)suggested;
+  pbl__wire_reader_buf(&w->rd, &buf->base, &buf->len);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  pbl__pworker *w = s->data;
+  (void)buf;
+  if (nread > 0) {
+    int err = pbl__wire_reader_feed(&w->rd, (size_t)nread);
+    if (err != 0)
+      broken(w, err);
+    after_answers(w);
+  } else if (nread < 0) {
+    /* The worker closed its channel: it is exiting (its exit decides);
+     * one that goes on without it is killed after the grace. */
+    pbl__pworker_stop_reading(w);
+    pbl__child_expect_exit(w->child, w->pp->grace_ms, w->pp->grace_ms);
+  }
+}
+
+static void on_exit(pbl__child *c, int64_t status, int sig) {
+  pbl__pworker *w = pbl__child_data(c);
+  if (w->reading) { /* what it wrote before it died is there already */
+    int err = pbl__channel_drain(pbl__child_stream(c, PBL__WORKER_FD), &w->rd);
+    if (err != 0)
+      broken(w, err);
+    pbl__pworker_stop_reading(w);
+  }
+  if (w->state != PBL__PW_DYING)
+    pbl__pworker_died(w, status, sig);
+  pbl__child_close(c);
+  pbl__ppool_dispatch(w->pp);
+}
+
+static void on_closed(void *data) {
+  pbl__pworker *w = data;
+  pbl_pool_t *p = &w->pp->base;
+  uv_mutex_lock(&p->lock);
+  QUEUE_REMOVE(&w->link);
+  p->unjoined--;
+  pbl__pool_changed(p);
+  uv_mutex_unlock(&p->lock);
+  pbl__wire_reader_free(&w->rd);
+  if (w->spare != NULL)
+    pwrite_free(w->spare);
+  pbl__free(w);
+  pbl__pool_settle(p); /* may let the pool go: p is not used after */
+}
+
+/* ---- start ---- */
+
+int pbl__pworker_start(pbl__ppool *pp) {
+  pbl_pool_t *p = &pp->base;
+  pbl__pworker *w = pbl__calloc(1, sizeof(*w));
+  int err = UV_ENOMEM;
+  if (w != NULL)
+    err = pbl__wire_reader_init(&w->rd, (uint64_t)PTRDIFF_MAX, on_frame, w);
+  if (err != 0) {
+    pbl__free(w);
+    uv_mutex_lock(&p->lock);
+    pp->slots--;
+    uv_mutex_unlock(&p->lock);
+    return err;
+  }
+  w->pp = pp;
+  w->state = PBL__PW_DYING; /* until it runs */
+  uv_mutex_lock(&p->lock);
+  QUEUE_INSERT_TAIL(&pp->workers, &w->link);
+  p->unjoined++;
+  uv_mutex_unlock(&p->lock);
+  err = pbl__worker_spawn(p->loop->uv, pp->worker_path, on_exit, on_closed, w,
+                          &w->child);
+  uv_mutex_lock(&p->lock);
+  if (err != 0) {
+    pp->slots--; /* never started: not a slot given back */
+  } else if (pp->vacated > 0) {
+    pp->vacated--;
+    p->st.respawned++;
+  }
+  if (err != 0 && w->child == NULL) { /* else on_closed follows */
+    QUEUE_REMOVE(&w->link);
+    p->unjoined--;
+    pbl__pool_changed(p);
+  }
+  uv_mutex_unlock(&p->lock);
+  if (err != 0) {
+    if (w->child == NULL) {
+      pbl__wire_reader_free(&w->rd);
+      pbl__free(w);
+    }
+    return err;
+  }
+  w->slot = true;
+  w->pid = pbl__child_pid(w->child);
+  w->state = pp->init_name != NULL ? PBL__PW_STARTING : PBL__PW_READY;
+  pbl__child_ref(w->child, false); /* an idle pool is not work */
+  uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
+  ch->data = w;
+  err = uv_read_start(ch, on_alloc, on_read);
+  if (err != 0) {
+    pbl__pworker_kill(w, 0);
+    return 0; /* it started, and was put down: its slot is free again */
+  }
+  w->reading = true;
+  if (w->state == PBL__PW_STARTING)
+    send_init(w);
+  return 0;
+}

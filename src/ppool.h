@@ -1,0 +1,197 @@
+/* Process pools: persistent worker processes behind the pool front end
+ * (pool.h). Never installed.
+ *
+ * Design notes.
+ *
+ * Everything a worker does happens on the loop thread: spawning, writing
+ * calls, reading answers, reaping. Each worker has a channel of its own
+ * (a socketpair on its fd 3, wire.h), so no pipe is shared and no lock is
+ * taken across processes: the parent knows at send time which worker has
+ * which task, and a dead worker can only take its own tasks with it.
+ *
+ * Dispatch (process-pool.c) runs after every drain of the pool and after
+ * every read of answers. It hands whole jobs (a task, or a map chunk) to
+ * ready workers, each batch in one write: while a worker runs one job the
+ * next is already in its socket, so it never waits for the parent (a
+ * sleeping worker costs 30-70 us to wake on these machines). How many
+ * jobs a worker gets in flight adapts to how long jobs take (a moving
+ * average): about PBL__PPOOL_BUDGET_NS of work, at least 2 jobs, at most
+ * PBL__PPOOL_DEPTH. Trivial tasks thus go many per write and many answers
+ * per read, while long ones never wait long behind another on a busy
+ * worker when an idle one could run them. Tags (task ids) match answers
+ * to calls; a worker answers in order, so the answer must be for the head
+ * of its oldest job. Workers start on demand, up to `workers`, as if
+ * each took only 2 jobs.
+ *
+ * A job starts when it reaches the head of its worker: its queue wait is
+ * counted then and its timed items are armed with that start (a timeout
+ * per chunk). An item starts (PENDING -> RUNNING, pid set) when the worker
+ * reaches it.
+ *
+ * Ends. A worker that dies expires the item it was running; items behind
+ * it are requeued at the head of the run queue (pbl__pool_requeue). A
+ * cancel or timeout of a running item kills the worker's process group
+ * (SIGTERM, SIGKILL after the grace) at once, via the task's abort; an
+ * item cancelled while queued on a worker behind another is skipped until
+ * it reaches the head, and its worker is killed then (it would run an
+ * unwanted task). A killed worker is detached at once: its items are
+ * finished or requeued, its slot is free for a replacement, and it is
+ * only reaped afterwards.
+ *
+ * Workers and slots. A worker holds one of `workers` slots while starting,
+ * ready, or retiring with answers owed. It gives the slot back when it
+ * dies, is killed, fails its initializer or retires; the next worker
+ * started in a slot given back counts as a respawn. max_tasks: a worker
+ * that has been sent its budget is retired: the parent shuts its side of
+ * the channel, and the worker exits 0 once it answered the calls in its
+ * socket. The initializer is the first call to every new worker; no job
+ * goes to a worker before it answered.
+ *
+ * Spin guards. A worker that dies before it answered anything makes the
+ * next start wait (10 ms, doubling, at most 1 s) from the second such
+ * death in a row; a failing initializer, or a worker that cannot be
+ * started when none runs, fails the queued tasks and blocks starts until
+ * a new task arrives.
+ *
+ * Liveness. Idle workers' handles are unref'd: the front end's async keeps
+ * the loop alive while tasks are live. A dying or retiring worker is
+ * ref'd until reaped, so uv_run() does not return with a child left.
+ *
+ * Locks. The front end's "lock" guards the workers list (insert, remove)
+ * and adding jobs to a worker; its "done" lock guards taking items off a
+ * worker; pbl_pool_stop() (cancel_running) walks the workers' jobs holding
+ * both, from any thread. Everything else here is loop-thread only.
+ */
+#ifndef PBL_PPOOL_H
+#define PBL_PPOOL_H
+
+#include "pool.h"
+#include "process.h"
+
+#define PBL__PPOOL_DEPTH 64     /* most jobs in flight per worker */
+#define PBL__PPOOL_MIN_DEPTH 2  /* fewest: one running, one on its way */
+#define PBL__PPOOL_BUDGET_NS 200000 /* work in flight per worker */
+#define PBL__PPOOL_INIT_TAG 0 /* the initializer's call; task ids start at 1 */
+
+typedef struct pbl__ppool pbl__ppool;
+typedef struct pbl__pwrite pbl__pwrite;
+
+typedef enum {
+  PBL__PW_STARTING, /* the initializer's call is out */
+  PBL__PW_READY,    /* takes jobs */
+  PBL__PW_RETIRING, /* its channel is shut: answers what it has, exits */
+  PBL__PW_DYING     /* killed, dead or closing: owes nothing */
+} pbl__pw_state;
+
+typedef struct pbl__pworker {
+  pbl__ppool *pp;
+  pbl__child *child;  /* loop; NULL once every handle closed */
+  QUEUE link;         /* pp->workers: insert and remove under lock */
+  pbl__wire_reader rd; /* loop */
+  /* Jobs in flight, oldest first: jobs[(first + i) % DEPTH] for i <
+   * njobs, each a chain of items (next) not yet answered. Added under
+   * lock, taken off under done. */
+  pbl__pool_item *jobs[PBL__PPOOL_DEPTH];
+  unsigned first, njobs;
+  unsigned sent;      /* loop: tasks sent, for max_tasks */
+  uint64_t job_start_ns; /* loop: when its oldest job started */
+  int pid;
+  uint8_t state;      /* loop: pbl__pw_state */
+  bool slot;          /* loop: holds a slot (lock to change the count) */
+  bool answered;      /* loop: it answered once: it started fine */
+  bool reading;       /* loop */
+  pbl__pwrite *spare; /* loop: a finished write kept for the next */
+} pbl__pworker;
+
+struct pbl__ppool {
+  pbl_pool_t base;    /* first: a process pool is a pbl_pool_t */
+  unsigned target;    /* workers */
+  unsigned max_tasks;
+  uint64_t grace_ms;
+  char *worker_path;  /* NULL: this program */
+  const char *init_name; /* the initializer's registry name, or NULL */
+  void *init_in;
+  size_t init_len;
+  /* lock */
+  unsigned slots;     /* workers holding a slot */
+  unsigned vacated;   /* slots given back: the next starts are respawns */
+  bool starts_blocked; /* until a task arrives: no worker starts */
+  QUEUE workers;      /* every worker not yet closed */
+  /* loop */
+  unsigned early_deaths; /* in a row: died before answering anything */
+  uint64_t next_start_ns; /* no start before (backoff) */
+  uv_timer_t backoff; /* open while a delayed start waits; counted in
+                         base.unjoined until closed */
+  bool backoff_open;
+  pbl__pool_waits waits; /* queue waits not yet published */
+  uint64_t job_ns;    /* moving average of a job's time on its worker */
+  bool dispatching, redispatch; /* dispatch is running; run it again */
+};
+
+/* Every worker of pp not yet closed; q is the link. */
+#define PBL__PPOOL_EACH(q, pp)                                               \
+  for ((q) = QUEUE_HEAD(&(pp)->workers); (q) != &(pp)->workers;            \
+       (q) = (q)->next)
+
+/* A process pool task. */
+typedef struct pbl__pitem {
+  pbl__pool_item item; /* first: a pool item and a task */
+  pbl__proc_info proc;
+  const char *fn_name; /* the registry's */
+  void *in;            /* the copied input, until destroyed */
+  size_t in_len;
+  pbl__pworker *w;     /* loop: the worker it is in flight on, or NULL */
+  char *words;         /* an EXPIRED end's message */
+} pbl__pitem;
+
+/* process-pool.c, loop thread: hands queued jobs to workers and starts
+ * workers as needed. */
+void pbl__ppool_dispatch(pbl__ppool *pp);
+/* A job took ns on its worker: the average that sets the depth. */
+void pbl__ppool_job_took(pbl__ppool *pp, uint64_t ns);
+/* The grace of an item's kill: its own, else the pool's. */
+uint64_t pbl__ppool_grace(pbl__ppool *pp, const pbl_task_t *t);
+
+/* ppool-worker.c, loop thread. */
+/* Starts a worker; it holds a slot already counted by the caller. On
+ * error gives the slot back; returns 0 or libuv's error. */
+int pbl__pworker_start(pbl__ppool *pp);
+/* Writes jobs[0..n) (already in w's jobs) as one batch. */
+void pbl__pworker_send(pbl__pworker *w, pbl__pool_item **jobs, unsigned n);
+/* The head of w's oldest job, or NULL. */
+pbl__pool_item *pbl__pworker_head(const pbl__pworker *w);
+/* A job reached the head of w: count its wait, arm its timers, start its
+ * first item. */
+void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job);
+/* Kills w's process group (SIGTERM, SIGKILL after grace_ms; 0: SIGKILL
+ * now) and detaches it: its items are finished or requeued, its slot is
+ * free. */
+void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms);
+/* No more jobs for w: it exits once it answered what it has. */
+void pbl__pworker_retire(pbl__pworker *w);
+/* w gives its slot back (once). */
+void pbl__pworker_vacate(pbl__pworker *w);
+void pbl__pworker_stop_reading(pbl__pworker *w);
+/* ppool-end.c. w died on its own (not killed): the item it ran expires
+ * (or, while starting, its initializer failed), the rest is requeued. */
+void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig);
+/* The initializer failed (or never finished): the tasks waiting fail
+ * with its words, and no worker starts until a task arrives. */
+void pbl__pworker_init_failed(pbl__pworker *w, int err, int code,
+                              const char *msg);
+
+/* The pool is done with `it` on its worker: the dispatch hold goes. */
+static inline void pbl__pworker_leave(pbl__pool_item *it) {
+  ((pbl__pitem *)it)->w = NULL;
+  pbl__task_drop(&it->base);
+}
+
+/* done: hands items to the pool and wakes its drain (items are live: the
+ * async is not closing). */
+static inline void pbl__ppool_finish_locked(pbl_pool_t *p,
+                                            pbl__pool_item *head, size_t n) {
+  if (pbl__pool_finish(p, head, n))
+    pbl__pool_wake(p);
+}
+
+#endif /* PBL_PPOOL_H */

@@ -1,0 +1,72 @@
+/* What the process pool test programs share. Header-only: each test
+ * program includes it once. These programs are their own workers. */
+#ifndef PBL_TEST_PPOOL_HELPERS_H
+#define PBL_TEST_PPOOL_HELPERS_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "pool-helpers.h"
+#include "process-fns.h"
+
+#define F(state) pbl_test_fixture *f = *(state)
+
+/* A process pool on the fixture's binding. */
+static inline pbl_pool_t *new_ppool(pbl_test_fixture *f,
+                                    const pbl_pool_opts *o) {
+  pbl_pool_t *p = NULL;
+  assert_int_equal(pbl_process_pool_new(f->pl, o, &p), 0);
+  assert_non_null(p);
+  return p;
+}
+
+static inline pbl_pool_t *new_ppool_n(pbl_test_fixture *f, unsigned workers,
+                                      unsigned max_tasks) {
+  pbl_pool_opts o = {.workers = workers, .max_tasks = max_tasks};
+  return new_ppool(f, &o);
+}
+
+static inline pbl_task_t *submit(pbl_pool_t *p, pbl_process_fn fn,
+                                 const void *in, size_t len,
+                                 const pbl_task_opts *o) {
+  pbl_task_t *t = NULL;
+  assert_int_equal(pbl_pool_process(p, fn, in, len, o, &t), 0);
+  assert_non_null(t);
+  return t;
+}
+
+static inline pbl_task_t *submit_ms(pbl_pool_t *p, uint32_t ms,
+                                    const pbl_task_opts *o) {
+  return submit(p, fn_sleep_ms, &ms, sizeof(ms), o);
+}
+
+/* The pid fn_pid returned. */
+static inline int32_t pid_result(pbl_task_t *t) {
+  size_t len = 0;
+  const void *b = pbl_task_bytes(t, &len);
+  assert_non_null(b);
+  assert_int_equal(len, sizeof(int32_t));
+  int32_t pid;
+  memcpy(&pid, b, sizeof(pid));
+  return pid;
+}
+
+/* Runs the loop until it has no task left; an idle pool lets it go. */
+static inline void run_dry(pbl_test_fixture *f) {
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+}
+
+static inline bool task_ended(void *arg) {
+  return pbl_task_state_of(arg) >= PBL_DONE;
+}
+
+static inline bool task_running(void *arg) {
+  return pbl_task_state_of(arg) == PBL_RUNNING;
+}
+
+/* true if process `pid` exists (a zombie included). */
+static inline bool pid_alive(int pid) {
+  return pid > 0 && kill(pid, 0) == 0;
+}
+
+#endif

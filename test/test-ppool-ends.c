@@ -1,0 +1,263 @@
+/* Process pools: how tasks end when their worker does not answer --
+ * timeouts, cancels, workers that die, malformed data -- and what the pool
+ * does next. Pebble's process-pool scenarios by number (PEBBLE.md §3). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "ppool-helpers.h"
+
+/* Scenarios 9 and 13: a timed-out task ends at once, its worker is
+ * killed, and the next task runs in a new worker. */
+static void test_timeout_replaces_worker(void **state) {
+  F(state);
+  pbl_pool_opts po = {.workers = 1, .kill_grace_ms = 200};
+  pbl_pool_t *p = new_ppool(f, &po);
+  pool_cb_count c = {0};
+  pbl_task_opts o = {.on_done = count_cb, .data = &c, .timeout_ms = 100};
+  pbl_task_t *a = submit(p, fn_pid, NULL, 0, NULL);
+  pbl_task_t *b = submit(p, fn_sleep, NULL, 0, &o);
+  pbl_task_t *d = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f);
+  assert_int_equal(pbl_task_state_of(b), PBL_TIMED_OUT);
+  assert_int_equal(pbl_task_error(b), UV_ETIMEDOUT);
+  assert_int_equal(c.timed_out, 1);
+  assert_int_equal(pbl_task_pid(b), pid_result(a));
+  assert_false(pid_alive(pid_result(a))); /* killed and reaped */
+  assert_int_not_equal(pid_result(a), pid_result(d));
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.timed_out, 1);
+  assert_int_equal(st.done, 2);
+  assert_int_equal(st.respawned, 1);
+  pbl_task_release(a);
+  pbl_task_release(b);
+  pbl_task_release(d);
+  pool_free_and_run(f, p);
+}
+
+/* Scenarios 10 and 14: a cancel of a running task kills its worker. */
+static void test_cancel_running(void **state) {
+  F(state);
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pool_cb_count c = {0};
+  pbl_task_opts o = {.on_done = count_cb, .data = &c};
+  pbl_task_t *a = submit(p, fn_pid, NULL, 0, NULL);
+  pbl_task_t *b = submit(p, fn_sleep, NULL, 0, &o);
+  assert_true(pbl_test_run_until(&f->uv, task_running, b, 30000));
+  assert_int_equal(pbl_task_cancel(b), 0);
+  assert_int_equal(pbl_task_state_of(b), PBL_CANCELLED);
+  assert_int_equal(pbl_task_cancel(b), 0);
+  pbl_task_t *d = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f);
+  assert_int_equal(c.cancelled, 1);
+  assert_int_equal(pbl_task_cancel(d), UV_EBUSY);
+  assert_int_not_equal(pid_result(a), pid_result(d));
+  assert_false(pid_alive(pid_result(a)));
+  pbl_task_release(a);
+  pbl_task_release(b);
+  pbl_task_release(d);
+  pool_free_and_run(f, p);
+}
+
+/* A task cancelled while it waits on a worker behind another: the one
+ * before it finishes; the worker is killed when it gets to it. */
+static void test_cancel_pipelined(void **state) {
+  F(state);
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *a = submit_ms(p, 300, NULL);
+  pbl_task_t *b = submit(p, fn_sleep, NULL, 0, NULL);
+  assert_true(pbl_test_run_until(&f->uv, task_running, a, 30000));
+  assert_int_equal(pbl_task_state_of(b), PBL_PENDING);
+  assert_int_equal(pbl_task_cancel(b), 0);
+  pbl_task_t *d = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f);
+  assert_int_equal(pbl_task_error(a), 0);
+  assert_int_equal(pbl_task_state_of(b), PBL_CANCELLED);
+  assert_int_equal(pbl_task_error(d), 0);
+  assert_int_not_equal(pbl_task_pid(a), pid_result(d));
+  pbl_task_release(a);
+  pbl_task_release(b);
+  pbl_task_release(d);
+  pool_free_and_run(f, p);
+}
+
+/* Scenario 28: a task that ignores SIGTERM still ends on its timeout and
+ * its worker dies by SIGKILL after the grace. */
+static void test_ignoring_sigterm(void **state) {
+  F(state);
+  pbl_pool_opts po = {.workers = 1, .kill_grace_ms = 100};
+  pbl_pool_t *p = new_ppool(f, &po);
+  pbl_task_opts o = {.timeout_ms = 200};
+  pbl_task_t *t = submit(p, fn_ignore_term, NULL, 0, &o);
+  run_dry(f);
+  assert_int_equal(pbl_task_state_of(t), PBL_TIMED_OUT);
+  assert_false(pid_alive(pbl_task_pid(t)));
+  pbl_task_release(t);
+  pool_free_and_run(f, p);
+}
+
+static void expect_expired(pbl_task_t *t, int status, int sig,
+                           const char *words) {
+  assert_int_equal(pbl_task_state_of(t), PBL_EXPIRED);
+  assert_int_equal(pbl_task_get(t, 0, NULL), PBL_EEXPIRED);
+  assert_int_equal(pbl_task_exit_status(t), status);
+  assert_int_equal(pbl_task_term_signal(t), sig);
+  char want[160];
+  snprintf(want, sizeof(want), "worker %d %s", pbl_task_pid(t), words);
+  assert_string_equal(pbl_task_message(t), want);
+}
+
+/* Scenario 29 and Pebble's hang: a worker that dies -- a signal, an exit
+ * status, exit 0 in the middle of a task -- expires only that task. */
+static void test_dead_workers(void **state) {
+  F(state);
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *t[4];
+  t[0] = submit(p, fn_exit3, NULL, 0, NULL);
+  t[1] = submit(p, fn_exit0, NULL, 0, NULL);
+  t[2] = submit(p, fn_segv, NULL, 0, NULL);
+  t[3] = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f);
+  expect_expired(t[0], 3, 0, "exited with status 3");
+  expect_expired(t[1], 0, 0, "exited with status 0 without sending a result");
+  expect_expired(t[2], 0, SIGSEGV, "killed by signal 11 (SIGSEGV)");
+  assert_int_equal(pbl_task_error(t[3]), 0);
+  assert_int_equal(pid_result(t[3]), pbl_task_pid(t[3]));
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.expired, 3);
+  assert_int_equal(st.done, 1);
+  assert_int_equal(st.respawned, 3);
+  for (int i = 0; i < 4; i++)
+    pbl_task_release(t[i]);
+  pool_free_and_run(f, p);
+}
+
+/* A worker killed from outside fails only its task; the task sent to it
+ * behind that one is requeued, not failed. */
+static void test_killed_from_outside(void **state) {
+  F(state);
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *a = submit(p, fn_sleep, NULL, 0, NULL);
+  pbl_task_t *b = submit(p, fn_pid, NULL, 0, NULL);
+  assert_true(pbl_test_run_until(&f->uv, task_running, a, 30000));
+  int pid = pbl_task_pid(a);
+  assert_int_equal(kill(pid, SIGKILL), 0);
+  run_dry(f);
+  expect_expired(a, 0, SIGKILL, "killed by signal 9 (SIGKILL)");
+  assert_int_equal(pbl_task_error(b), 0);
+  assert_int_not_equal(pid_result(b), pid);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.expired, 1);
+  assert_int_equal(st.done, 1);
+  pbl_task_release(a);
+  pbl_task_release(b);
+  pool_free_and_run(f, p);
+}
+
+/* A worker that writes garbage: its task fails with PBL_EPROTO, the
+ * worker is killed, the pool goes on. */
+static void test_malformed_answer(void **state) {
+  F(state);
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *a = submit(p, fn_garbage, NULL, 0, NULL);
+  pbl_task_t *b = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f);
+  assert_int_equal(pbl_task_state_of(a), PBL_FAILED);
+  assert_int_equal(pbl_task_error(a), PBL_EPROTO);
+  assert_int_equal(pbl_task_error(b), 0);
+  assert_int_not_equal(pbl_task_pid(a), pid_result(b));
+  pbl_task_release(a);
+  pbl_task_release(b);
+  pool_free_and_run(f, p);
+}
+
+/* Workers that die at start (a program that is no worker): each takes
+ * one task with it, and the starts slow down: no fork storm. */
+static void test_dying_at_start_backs_off(void **state) {
+  F(state);
+  pbl_pool_opts o = {.workers = 1, .worker_path = "/bin/true"};
+  pbl_pool_t *p = new_ppool(f, &o);
+  pbl_task_t *t[6];
+  uint64_t t0 = uv_hrtime();
+  for (int i = 0; i < 6; i++)
+    t[i] = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f);
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  for (int i = 0; i < 6; i++) {
+    assert_int_equal(pbl_task_state_of(t[i]), PBL_EXPIRED);
+    pbl_task_release(t[i]);
+  }
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.respawned, 5); /* one start per task, no more */
+  assert_true(ms >= 10 + 20 + 40 + 80); /* the waits before starts 3..6 */
+  pool_free_and_run(f, p);
+}
+
+/* A worker that cannot start fails the waiting tasks with libuv's code,
+ * and nothing starts again until a task arrives. */
+static void test_cannot_start(void **state) {
+  F(state);
+  pbl_pool_opts o = {.workers = 2, .worker_path = "/nonexistent/worker"};
+  pbl_pool_t *p = new_ppool(f, &o);
+  pbl_task_t *t[3];
+  for (int i = 0; i < 3; i++)
+    t[i] = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(pbl_task_state_of(t[i]), PBL_FAILED);
+    assert_int_equal(pbl_task_error(t[i]), UV_ENOENT);
+    pbl_task_release(t[i]);
+  }
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.workers, 0);
+  assert_int_equal(st.failed, 3);
+  pool_free_and_run(f, p);
+}
+
+/* An initializer that crashes is a failing initializer. */
+static void test_initializer_crashes(void **state) {
+  F(state);
+  pbl_pool_opts o = {.workers = 1, .process_init = fn_segv};
+  pbl_pool_t *p = new_ppool(f, &o);
+  pbl_task_t *t = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f);
+  assert_int_equal(pbl_task_state_of(t), PBL_FAILED);
+  assert_int_equal(pbl_task_error(t), PBL_EFAILED);
+  assert_non_null(strstr(pbl_task_message(t), "initializer did not finish"));
+  assert_non_null(strstr(pbl_task_message(t), "(SIGSEGV)"));
+  pbl_task_release(t);
+  pool_free_and_run(f, p);
+}
+
+int main(int argc, char **argv) {
+  pbl_worker_main(argc, argv);
+  pool_test_warm_up();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_timeout_replaces_worker,
+                                      pool_setup, pool_teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_running, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_pipelined, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_ignoring_sigterm, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_dead_workers, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_killed_from_outside, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_malformed_answer, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_dying_at_start_backs_off,
+                                      pool_setup, pool_teardown),
+      cmocka_unit_test_setup_teardown(test_cannot_start, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_initializer_crashes, pool_setup,
+                                      pool_teardown),
+  };
+  return cmocka_run_group_tests_name("ppool-ends", tests, NULL, NULL);
+}
