@@ -68,7 +68,10 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
       note(&on_loop, rec);
     if (rec->end == PBL_DONE && !rec->result_ok)
       note(&result, rec);
-    if (!(atomic_load(&rec->allowed) & ALLOW(rec->end)))
+    unsigned ok = atomic_load(&rec->allowed);
+    if (chaos_pool_kill_overlaps(rec))
+      ok |= ALLOW(PBL_EXPIRED) | ALLOW(PBL_TIMED_OUT);
+    if (!(ok & ALLOW(rec->end)))
       note(&allowed, rec);
     if (rec->task != NULL && pbl_task_state_of(rec->task) != rec->end)
       note(&agree, rec);

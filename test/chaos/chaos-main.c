@@ -232,6 +232,7 @@ int main(int argc, char **argv) {
   chaos_record_free_all();
   while (chaos.pools != NULL) {
     chaos_pool *next = chaos.pools->next;
+    free(chaos.pools->kills);
     free(chaos.pools);
     chaos.pools = next;
   }

@@ -97,6 +97,7 @@ static chaos_record *record_new(chaos_kind k, chaos_behaviour b,
 /* Takes a placeholder slot for rec, before the call: its callback may run
  * on the loop thread before the call returns. */
 static void record_enter(chaos_record *rec) {
+  rec->submit_ns = uv_hrtime();
   uv_mutex_lock(&chaos.lock);
   for (size_t i = 0; i < chaos.n_in_flight; i++) {
     if (chaos.in_flight[i] == NULL) {
@@ -190,6 +191,7 @@ static void on_done(pbl_task_t *t, void *data) {
   chaos_record *rec = data;
   uv_thread_t self = uv_thread_self();
   rec->callbacks++;
+  rec->end_ns = uv_hrtime();
   if (!uv_thread_equal(&self, &chaos.loop_thread))
     rec->off_loop = true;
   rec->end = pbl_task_state_of(t);
@@ -394,11 +396,7 @@ static void pool_unuse(chaos_pool *cp) {
 }
 
 static void op_pool_new(chaos_rng *r) {
-#ifdef CHAOS_NO_PROCESS_POOLS
-  bool process = false;
-#else
   bool process = rng_chance(r, 45);
-#endif
   pbl_pool_opts o = {
       .workers = 1 + (unsigned)rng_below(r, 3),
       .max_tasks = rng_chance(r, 70) ? 0 : 1 + (unsigned)rng_below(r, 4),
@@ -424,12 +422,8 @@ static void op_pool_new(chaos_rng *r) {
     abort();
   cp->kind = process ? K_POOL_PROCESS : K_POOL_THREAD;
   cp->failing_init = failing;
-#ifdef CHAOS_NO_PROCESS_POOLS
-  int err = pbl_thread_pool_new(chaos.pl, &o, &cp->pool);
-#else
   int err = process ? pbl_process_pool_new(chaos.pl, &o, &cp->pool)
                     : pbl_thread_pool_new(chaos.pl, &o, &cp->pool);
-#endif
   uv_mutex_lock(&chaos.lock);
   if (err == 0) {
     cp->next = chaos.pools;
@@ -465,15 +459,13 @@ static void op_pool_task(chaos_rng *r, bool on_loop) {
   record_enter(rec);
   pbl_task_opts o = pick_opts(r, b, rec);
   pbl_task_t *t = NULL;
-  int err = UV_ENOSYS;
+  int err;
   if (process) {
-#ifndef CHAOS_NO_PROCESS_POOLS
     size_t len;
     void *in = call_bytes(r, rec, (size_t)in_len, &len);
     err = pbl_pool_process(cp->pool, chaos_process_fn, in, len, &o,
                            maybe_out(r, &t));
     free(in);
-#endif
   } else {
     err = pbl_pool_thread(cp->pool, chaos_thread_fn,
                           chaos_thread_arg(b, rec->key), &o,
@@ -518,18 +510,12 @@ static void op_pool_map(chaos_rng *r, bool on_loop) {
    * before its record could be needed (a task without a callback yet is
    * delivered when one is set). */
   o.on_done = NULL;
-#ifdef CHAOS_NO_PROCESS_POOLS
-  int err = n == 0 ? UV_EINVAL
-                   : pbl_pool_map_thread(cp->pool, chaos_thread_fn, args, n,
-                                         chunk, &o, tasks);
-#else
   int err = n == 0 ? UV_EINVAL
             : process
                 ? pbl_pool_map_process(cp->pool, chaos_process_fn, inputs, n,
                                        chunk, &o, tasks)
                 : pbl_pool_map_thread(cp->pool, chaos_thread_fn, args, n,
                                       chunk, &o, tasks);
-#endif
   for (size_t i = 0; i < n; i++) {
     if (process)
       free(inputs[i].data);
@@ -618,6 +604,27 @@ void chaos_retire_all_pools(void) {
 
 /* ---- faults ---- */
 
+static void pool_note_kill(chaos_pool *cp, chaos_span span) {
+  uv_mutex_lock(&chaos.lock);
+  if (cp->n_kills == cp->cap_kills) {
+    cp->cap_kills = cp->cap_kills ? 2 * cp->cap_kills : 8;
+    cp->kills = realloc(cp->kills, cp->cap_kills * sizeof(*cp->kills));
+    if (cp->kills == NULL)
+      abort();
+  }
+  cp->kills[cp->n_kills++] = span;
+  uv_mutex_unlock(&chaos.lock);
+}
+
+bool chaos_pool_kill_overlaps(const chaos_record *rec) {
+  const chaos_pool *cp = rec->pool;
+  for (size_t i = 0; cp != NULL && i < cp->n_kills; i++)
+    if (cp->kills[i].start <= rec->end_ns &&
+        rec->submit_ns <= cp->kills[i].end)
+      return true;
+  return false;
+}
+
 /* A random in-flight task we hold, with a reference for the caller. */
 static chaos_record *pick_held(chaos_rng *r, bool process_only,
                                pbl_task_t **t) {
@@ -643,14 +650,11 @@ static void fault_kill(chaos_rng *r, chaos_fault how) {
     return;
   int pid = pbl_task_pid(t);
   if (pid > 0 && pbl_task_state_of(t) == PBL_RUNNING) {
-    /* A pool's worker runs its tasks one after another: whichever of
-     * them runs now may be the one that dies. */
     unsigned hurt = ALLOW(PBL_EXPIRED) | ALLOW(PBL_TIMED_OUT);
-    if (rec->pool != NULL)
-      pool_allow(rec->pool, hurt);
-    else
+    if (rec->pool == NULL)
       atomic_fetch_or(&rec->allowed, hurt);
     atomic_fetch_add(&chaos.faults[how], 1);
+    chaos_span span = {uv_hrtime(), 0};
     if (how == F_SIGKILL) {
       kill(pid, SIGKILL);
     } else if (how == F_SIGTERM) {
@@ -660,6 +664,9 @@ static void fault_kill(chaos_rng *r, chaos_fault how) {
       uv_sleep((unsigned)rng_below(r, 50)); /* stopped a while, then killed */
       kill(pid, SIGKILL);
     }
+    span.end = uv_hrtime();
+    if (rec->pool != NULL)
+      pool_note_kill(rec->pool, span);
   }
   pbl_task_release(t);
 }

@@ -56,7 +56,9 @@ typedef struct chaos_record {
   pbl_task_t *task;      /* a reference we hold, or NULL (released) */
   size_t slot;           /* index in the in-flight table, loop thread */
   bool large;            /* holds a large-payload slot */
+  uint64_t submit_ns;    /* uv_hrtime() before the call that made it */
   /* written by the callback, on the loop thread */
+  uint64_t end_ns;
   int callbacks;
   bool off_loop;         /* a callback ran on another thread */
   pbl_task_state end;
@@ -66,6 +68,10 @@ typedef struct chaos_record {
   struct chaos_record *next; /* all records */
 } chaos_record;
 
+typedef struct {
+  uint64_t start, end; /* uv_hrtime() */
+} chaos_span;
+
 /* A pool made during the run, with what was scheduled on it. */
 typedef struct chaos_pool {
   pbl_pool_t *pool;
@@ -74,6 +80,11 @@ typedef struct chaos_pool {
   _Atomic uint64_t accepted;
   _Atomic int users;     /* actors scheduling on it right now */
   bool retiring;         /* no new users (chaos.lock) */
+  /* Workers killed from outside (chaos.lock). A worker runs several
+   * pipelined tasks: any task of the pool alive during a kill may be the
+   * one it ends. */
+  chaos_span *kills;
+  size_t n_kills, cap_kills;
   struct chaos_pool *next;
 } chaos_pool;
 
@@ -197,6 +208,9 @@ void chaos_retire_all_pools(void);
 void chaos_record_free_all(void);
 
 /* ---- checks (chaos-check.c) ---- */
+
+/* true if some kill of rec's pool overlapped rec's life (chaos-ops.c). */
+bool chaos_pool_kill_overlaps(const chaos_record *rec);
 
 /* Checks every invariant and prints the table. Returns the failures. */
 int chaos_report(double seconds, size_t fds_before, size_t threads_before);
