@@ -86,6 +86,7 @@ int chaos_process_fn(const void *in, size_t len, pbl_buf *out) {
   case B_ABORT:
     abort();
   case B_SEGV:
+    signal(SIGSEGV, SIG_DFL); /* die by the signal, sanitizer or not */
     raise(SIGSEGV);
     break;
   case B_EXIT:
