@@ -55,7 +55,9 @@ enum {
   PBL__ERR_END_ = 0
 };
 
-/* Human words for err: ours, else libuv's. Never NULL; static storage. */
+/* Human words for err: ours, else libuv's. Never NULL; static storage,
+ * except for a code nobody knows: then a thread-local buffer, valid until
+ * the next such call on the same thread. */
 PBL_EXTERN const char *pbl_strerror(int err);
 /* The symbolic name ("PBL_EEXPIRED", "ETIMEDOUT", ...). Never NULL. */
 PBL_EXTERN const char *pbl_err_name(int err);
@@ -190,7 +192,10 @@ typedef void *(*pbl_thread_fn)(void *arg); /* like pthread_create */
  * (fire and forget: the library owns the task, valid inside its callback
  * only). A timeout or cancel of a running task ends it at once and raises
  * its pbl_cancelled() flag; the function's later return value is
- * discarded. Returns 0, UV_EINVAL, UV_ENOMEM, PBL_ECLOSED. */
+ * discarded. Do not call exit() in the function: libuv's own exit-time
+ * cleanup joins its pool's threads and aborts when run on one of them
+ * (a thread pool of the library's allows it). Returns 0, UV_EINVAL,
+ * UV_ENOMEM, PBL_ECLOSED. */
 PBL_EXTERN int pbl_thread(pbl_loop_t *pl, pbl_thread_fn fn, void *arg,
                           const pbl_task_opts *opts, pbl_task_t **task);
 
@@ -241,7 +246,11 @@ PBL_EXTERN int pbl_worker_main(int argc, char **argv);
 
 /* Runs fn(in) in a new child process (this program, or opts->worker_path).
  * Thread: any. Returns 0, UV_EINVAL, UV_ENOMEM, PBL_ECLOSED,
- * PBL_ENOFUNC (fn not registered). */
+ * PBL_ENOFUNC (fn not registered).
+ * The first process task, command or process pool sets SIGPIPE to be
+ * ignored if its action was the default, so that a write to a child that
+ * died fails with EPIPE instead of killing the program; children start
+ * with the default action again. */
 PBL_EXTERN int pbl_process(pbl_loop_t *pl, pbl_process_fn fn, const void *in,
                            size_t len, const pbl_task_opts *opts,
                            pbl_task_t **task);

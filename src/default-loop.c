@@ -16,7 +16,7 @@ static uv_loop_t dflt_uv;
 static uv_thread_t dflt_thread;
 static uv_async_t stop_async;
 static uv_sem_t ready;
-static bool started;
+static _Atomic bool started; /* read by any thread */
 
 static void on_stop_closed(uv_handle_t *h) {
   (void)h;
@@ -47,6 +47,8 @@ static void at_exit(void) {
   uv_thread_t self = uv_thread_self();
   if (uv_thread_equal(&self, &dflt_thread))
     return; /* exit() from a callback: the loop thread cannot join itself */
+  if (pbl__in_task())
+    return; /* exit() from a task: the close would wait for this very task */
   uv_async_send(&stop_async);
   uv_thread_join(&dflt_thread);
   uv_loop_close(&dflt_uv);

@@ -13,8 +13,9 @@
  * callback deliveries are queued there, and the async is sent once per
  * batch.
  *
- * Lock order: a stripe lock may be taken with nothing held, or while
- * holding in_lock is forbidden: take in_lock last, never call out with it.
+ * Lock order: a stripe lock before in_lock or a waiter's mutex, never
+ * after; in_lock is taken last, and nothing calls out while holding it.
+ * (Pools put their own locks first: see pool.h.)
  *
  * Ownership. A task's references: the caller's (if it asked for the task),
  * and the flight reference, held from creation until the task retires on
@@ -306,6 +307,7 @@ typedef struct pbl__run_ctx {
   void *self;
 } pbl__run_ctx;
 pbl__run_ctx *pbl__run_enter(pbl__run_ctx *c);  /* returns the previous */
+bool pbl__in_task(void); /* the calling thread runs a task's function */
 void pbl__run_leave(pbl__run_ctx *prev);
 
 /* Runs fn(arg) for thread task t with pbl_fail/pbl_cancelled bound to it.

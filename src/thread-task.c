@@ -68,6 +68,10 @@ void pbl_fail(int code, const char *fmt, ...) {
   pbl__free(msg);
 }
 
+bool pbl__in_task(void) {
+  return current != NULL;
+}
+
 bool pbl_cancelled(void) {
   pbl__run_ctx *c = current;
   return c != NULL && c->cancelled(c);

@@ -31,10 +31,10 @@ static void on_timeout(uv_timer_t *timer) {
 void pbl__timeout_arm(pbl_task_t *t) {
   if (t->x == NULL || t->x->timeout_ms <= 0 || t->x->timer != NULL)
     return;
-  uint64_t timeout_ns = (uint64_t)t->x->timeout_ms * NS_PER_MS;
-  uint64_t elapsed = uv_hrtime() - t->x->started_ns;
-  uint64_t left_ms =
-      elapsed >= timeout_ns ? 0 : (timeout_ns - elapsed + NS_PER_MS - 1) / NS_PER_MS;
+  /* In milliseconds: a timeout of centuries must not wrap in ns. */
+  uint64_t timeout_ms = (uint64_t)t->x->timeout_ms;
+  uint64_t elapsed_ms = (uv_hrtime() - t->x->started_ns) / NS_PER_MS;
+  uint64_t left_ms = elapsed_ms >= timeout_ms ? 0 : timeout_ms - elapsed_ms;
   uv_timer_t *timer = pbl__malloc(sizeof(*timer));
   if (timer == NULL || uv_timer_init(t->loop->uv, timer) != 0) {
     /* No timer, no timeout: end the task now rather than never. */

@@ -23,9 +23,10 @@ void pbl__waiter_fire(pbl__waiter *w) {
 
 /* Waits of zero never reach here; negative means forever. */
 static uint64_t deadline_of(int64_t timeout_ms) {
-  if (timeout_ms < 0)
-    return UINT64_MAX;
-  return uv_hrtime() + (uint64_t)timeout_ms * NS_PER_MS;
+  uint64_t now = uv_hrtime();
+  if (timeout_ms < 0 || (uint64_t)timeout_ms > (UINT64_MAX - now) / NS_PER_MS)
+    return UINT64_MAX; /* forever, or as good as: no wrap-around */
+  return now + (uint64_t)timeout_ms * NS_PER_MS;
 }
 
 /* Returns true if fired, false at the deadline. w->mu not held. */

@@ -126,6 +126,24 @@ static int exit_with_running_task(void) {
   return 0;
 }
 
+static void *exit_seven(void *arg) {
+  (void)arg;
+  exit(7); /* from a task: the default loop cannot wait for it at exit */
+}
+
+/* Child mode: a thread-pool task on the default loop calls exit(7) while
+ * main waits for it. */
+static int exit_in_pool_task(void) {
+  pbl_pool_opts po = {.workers = 1};
+  pbl_pool_t *p;
+  pbl_task_t *t;
+  if (pbl_thread_pool_new(pbl_default_loop(), &po, &p) != 0 ||
+      pbl_pool_thread(p, exit_seven, NULL, NULL, &t) != 0)
+    return 2;
+  pbl_task_wait(t, -1);
+  return 3; /* not reached: the task exits the process */
+}
+
 typedef struct {
   int64_t exit_status;
   int term_signal;
@@ -146,14 +164,15 @@ static void on_guard(uv_timer_t *timer) {
   r->guard_fired = true; /* the child hangs at exit: fail, kill it */
 }
 
-static void test_exit_with_a_running_task_shuts_down(void **state) {
-  (void)state;
+/* Runs this program in `mode`; returns its exit status (-1: a signal or
+ * a hang, which fails the test). */
+static int64_t run_child_mode(const char *mode) {
   uv_loop_t uv;
   assert_int_equal(uv_loop_init(&uv), 0);
   char exe[4096];
   size_t len = sizeof(exe);
   assert_int_equal(uv_exepath(exe, &len), 0);
-  char *args[] = {exe, "exit-with-running-task", NULL};
+  char *args[] = {exe, (char *)mode, NULL};
   uv_stdio_container_t stdio[3] = {
       {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_INHERIT_FD,
                                                    .data.fd = 2}};
@@ -176,15 +195,31 @@ static void test_exit_with_a_running_task_shuts_down(void **state) {
   assert_int_equal(uv_loop_close(&uv), 0);
   assert_false(r.guard_fired);
   assert_int_equal(r.term_signal, 0);
-  assert_int_equal(r.exit_status, 0);
+  return r.exit_status;
+}
+
+static void test_exit_with_a_running_task_shuts_down(void **state) {
+  (void)state;
+  assert_int_equal(run_child_mode("exit-with-running-task"), 0);
+}
+
+/* exit() inside a task of the library's own thread pool: no deadlock at
+ * exit, and the status is the task's. (On libuv's own pool libuv itself
+ * aborts at exit: its cleanup joins its threads.) */
+static void test_exit_inside_a_pool_task(void **state) {
+  (void)state;
+  assert_int_equal(run_child_mode("exit-in-pool-task"), 7);
 }
 
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "exit-with-running-task") == 0)
     return exit_with_running_task();
+  if (argc > 1 && strcmp(argv[1], "exit-in-pool-task") == 0)
+    return exit_in_pool_task();
   const struct CMUnitTest tests[] = {
       /* first: it spawns, before this process has any thread */
       cmocka_unit_test(test_exit_with_a_running_task_shuts_down),
+      cmocka_unit_test(test_exit_inside_a_pool_task),
       cmocka_unit_test(test_default_loop_is_made_once),
       cmocka_unit_test(test_default_loop_runs_tasks_off_the_main_thread),
       cmocka_unit_test(test_users_cannot_close_the_default_loop),

@@ -3,6 +3,7 @@
  * pbl_wait_all. */
 #include "helpers.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 
 static void *gated(void *arg) {
@@ -187,6 +188,52 @@ static void test_wait_ends_on_cancel_from_another_thread(void **state) {
   pbl_test_gate_destroy(&gate);
 }
 
+typedef struct {
+  pbl_task_t *t;
+  _Atomic int err;
+  _Atomic bool returned;
+} far_waiter;
+
+static void wait_far(void *arg) {
+  far_waiter *w = arg;
+  atomic_store(&w->err, pbl_task_wait(w->t, INT64_MAX));
+  atomic_store(&w->returned, true);
+}
+
+static bool waiter_returned(void *arg) {
+  return atomic_load(&((far_waiter *)arg)->returned);
+}
+
+static bool task_ended(void *arg) {
+  return pbl_task_state_of(arg) >= PBL_DONE;
+}
+
+/* Timeouts of centuries are as good as forever: no wrap-around in
+ * nanoseconds makes them end at once. */
+static void test_huge_timeouts_do_not_wrap(void **state) {
+  pbl_test_fixture *f = *state;
+  pbl_test_gate gate;
+  pbl_test_gate_init(&gate);
+  pbl_task_opts o = {.timeout_ms = 18446744073710}; /* 2^64 ns in ms */
+  pbl_task_t *t;
+  assert_int_equal(pbl_thread(f->pl, gated, &gate, &o, &t), 0);
+  far_waiter w = {.t = t};
+  uv_thread_t th;
+  assert_int_equal(uv_thread_create(&th, wait_far, &w), 0);
+  /* Neither the wait nor the task's timeout may end within 300 ms. */
+  assert_false(pbl_test_run_until(&f->uv, waiter_returned, &w, 300));
+  assert_false(pbl_test_run_until(&f->uv, task_ended, t, 1));
+  pbl_test_gate_open(&gate);
+  assert_int_equal(uv_thread_join(&th), 0);
+  assert_int_equal(atomic_load(&w.err), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  pbl_task_t *ts[1] = {t};
+  assert_int_equal(pbl_wait_all(ts, 1, INT64_MAX), 0);
+  pbl_task_release(t);
+  pbl_test_gate_destroy(&gate);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_get_times_out_on_another_thread,
@@ -203,6 +250,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(
           test_wait_ends_on_cancel_from_another_thread, pbl_test_setup,
           pbl_test_teardown),
+      cmocka_unit_test_setup_teardown(test_huge_timeouts_do_not_wrap,
+                                      pbl_test_setup, pbl_test_teardown),
   };
   return cmocka_run_group_tests_name("wait", tests, NULL, NULL);
 }
