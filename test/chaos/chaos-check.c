@@ -12,8 +12,8 @@
 static const char *const kind_names[K_KINDS] = {
     "thread", "pool-thread", "process", "pool-process", "command"};
 static const char *const fault_names[] = {
-    "cancel",     "SIGKILL",    "SIGTERM",   "SIGSTOP+KILL",
-    "release",    "pool close", "pool stop", "pool free"};
+    "cancel",  "SIGKILL",    "SIGTERM",   "SIGSTOP+KILL",
+    "release", "pool close", "pool stop", "pool free"};
 
 typedef struct {
   const char *what;
@@ -49,15 +49,13 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
   invariant once = {"every task ended exactly once", 0, NULL};
   invariant on_loop = {"every callback ran on the loop thread", 0, NULL};
   invariant result = {"every done task holds the right result", 0, NULL};
-  invariant allowed = {"every end is one its behaviour and faults allow",
-                       0, NULL};
-  invariant agree = {"the task's state is the one its callback saw", 0,
-                     NULL};
+  invariant allowed = {"every end is one its behaviour and faults allow", 0,
+                       NULL};
+  invariant agree = {"the task's state is the one its callback saw", 0, NULL};
   invariant stats = {"pool stats add up to the tasks scheduled", 0, NULL};
   invariant leaks = {"no fd, thread, child or zombie left", 0, NULL};
 
-  for (const chaos_record *rec = chaos.records; rec != NULL;
-       rec = rec->next) {
+  for (const chaos_record *rec = chaos.records; rec != NULL; rec = rec->next) {
     tasks[rec->kind]++;
     if (rec->callbacks != 1 || !(rec->end >= PBL_DONE)) {
       note(&once, rec);
@@ -96,8 +94,8 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
          "bytes\n\n",
          (unsigned long long)chaos.cfg.seed, seconds, chaos.cfg.actors,
          (unsigned long long)chaos.cfg.max_payload);
-  printf("  %-13s %8s %8s %8s %9s %9s %8s\n", "kind", "tasks", "done",
-         "failed", "cancelled", "timed out", "expired");
+  printf("  %-13s %8s %8s %8s %9s %9s %8s\n", "kind", "tasks", "done", "failed",
+         "cancelled", "timed out", "expired");
   uint64_t total[PBL_EXPIRED + 2];
   memset(total, 0, sizeof(total));
   for (int k = 0; k < K_KINDS; k++) {

@@ -206,16 +206,15 @@ int main(int argc, char **argv) {
   uv_thread_t retirer;
   unsigned want = n_threads + 1;
   uv_thread_create(&retirer, retire_pools, NULL);
-  bool retired = pbl_test_run_until(&chaos.uv, all_threads_done, &want,
-                                    DRAIN_MS);
+  bool retired =
+      pbl_test_run_until(&chaos.uv, all_threads_done, &want, DRAIN_MS);
   if (!retired) {
     fprintf(stderr, "chaos: a pool did not join\n");
     return 1;
   }
   uv_thread_join(&retirer);
   if (!pbl_test_run_until(&chaos.uv, nothing_in_flight, NULL, DRAIN_MS)) {
-    fprintf(stderr, "chaos: %zu tasks never called back (seed %" PRIu64
-                    ")\n",
+    fprintf(stderr, "chaos: %zu tasks never called back (seed %" PRIu64 ")\n",
             chaos.n_in_flight, chaos.cfg.seed);
     failures++;
   }

@@ -49,22 +49,22 @@ typedef enum {
 typedef struct chaos_record {
   chaos_kind kind;
   chaos_behaviour behaviour;
-  uint64_t key;          /* payload and result are made from it */
-  uint64_t out_len;      /* process: result bytes asked for */
+  uint64_t key;             /* payload and result are made from it */
+  uint64_t out_len;         /* process: result bytes asked for */
   _Atomic unsigned allowed; /* end states permitted (ALLOW(PBL_DONE), ...) */
-  struct chaos_pool *pool; /* NULL: not a pool task */
-  pbl_task_t *task;      /* a reference we hold, or NULL (released) */
-  size_t slot;           /* index in the in-flight table, loop thread */
-  bool large;            /* holds a large-payload slot */
-  uint64_t submit_ns;    /* uv_hrtime() before the call that made it */
+  struct chaos_pool *pool;  /* NULL: not a pool task */
+  pbl_task_t *task;         /* a reference we hold, or NULL (released) */
+  size_t slot;              /* index in the in-flight table, loop thread */
+  bool large;               /* holds a large-payload slot */
+  uint64_t submit_ns;       /* uv_hrtime() before the call that made it */
   /* written by the callback, on the loop thread */
   uint64_t end_ns;
   int callbacks;
-  bool off_loop;         /* a callback ran on another thread */
+  bool off_loop; /* a callback ran on another thread */
   pbl_task_state end;
-  int err;               /* its end code */
-  bool result_ok;        /* DONE and the result checked out */
-  char why[96];          /* what the result check found */
+  int err;                   /* its end code */
+  bool result_ok;            /* DONE and the result checked out */
+  char why[96];              /* what the result check found */
   struct chaos_record *next; /* all records */
 } chaos_record;
 
@@ -75,11 +75,11 @@ typedef struct {
 /* A pool made during the run, with what was scheduled on it. */
 typedef struct chaos_pool {
   pbl_pool_t *pool;
-  chaos_kind kind;       /* K_POOL_THREAD or K_POOL_PROCESS */
-  bool failing_init;     /* its initializer fails every task */
+  chaos_kind kind;   /* K_POOL_THREAD or K_POOL_PROCESS */
+  bool failing_init; /* its initializer fails every task */
   _Atomic uint64_t accepted;
-  _Atomic int users;     /* actors scheduling on it right now */
-  bool retiring;         /* no new users (chaos.lock) */
+  _Atomic int users; /* actors scheduling on it right now */
+  bool retiring;     /* no new users (chaos.lock) */
   /* Workers killed from outside (chaos.lock). A worker runs several
    * pipelined tasks: any task of the pool alive during a kill may be the
    * one it ends. */
@@ -93,10 +93,10 @@ typedef struct chaos_pool {
 typedef struct {
   uint64_t seed;
   double seconds;
-  unsigned actors;       /* threads issuing work besides the loop */
+  unsigned actors; /* threads issuing work besides the loop */
   unsigned max_in_flight;
-  unsigned max_large;    /* tasks with payloads over 1 MiB in flight */
-  uint64_t max_payload;  /* bytes */
+  unsigned max_large;   /* tasks with payloads over 1 MiB in flight */
+  uint64_t max_payload; /* bytes */
 } chaos_config;
 
 typedef struct {
@@ -104,28 +104,28 @@ typedef struct {
   uv_loop_t uv;
   pbl_loop_t *pl;
   uv_thread_t loop_thread;
-  _Atomic bool stopping;   /* no new work */
+  _Atomic bool stopping; /* no new work */
 
-  uv_mutex_t lock;         /* records, pools, in-flight table, slots */
-  uv_cond_t cv;            /* a slot freed, or stopping */
+  uv_mutex_t lock; /* records, pools, in-flight table, slots */
+  uv_cond_t cv;    /* a slot freed, or stopping */
   chaos_record *records;
   uint64_t accepted[K_KINDS];
-  chaos_pool *pools;       /* every pool, retired ones too */
+  chaos_pool *pools; /* every pool, retired ones too */
   unsigned open_pools;
   chaos_record **in_flight; /* tasks not yet called back */
   size_t n_in_flight;
   unsigned large_in_flight;
 
   /* counters, any thread */
-  _Atomic uint64_t refused;     /* calls the library refused (ECLOSED, ...) */
-  _Atomic uint64_t faults[8];   /* by chaos_fault */
+  _Atomic uint64_t refused;   /* calls the library refused (ECLOSED, ...) */
+  _Atomic uint64_t faults[8]; /* by chaos_fault */
   _Atomic uint64_t pools_made, pools_retired, pool_stats_bad;
   _Atomic uint64_t from_callbacks;
 } chaos_state;
 
 typedef enum {
-  F_CANCEL,       /* pbl_task_cancel from another thread */
-  F_SIGKILL,      /* a worker killed from outside */
+  F_CANCEL,  /* pbl_task_cancel from another thread */
+  F_SIGKILL, /* a worker killed from outside */
   F_SIGTERM,
   F_SIGSTOP_KILL, /* stopped, then killed */
   F_RELEASE,      /* the task released before it ends */

@@ -1,0 +1,126 @@
+/* Chaos faults: cancels from another thread, workers killed from
+ * outside, references released early, busy pools retired. */
+#include "chaos-ops.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- faults ---- */
+
+void chaos_pool_note_kill(chaos_pool *cp, chaos_span span) {
+  uv_mutex_lock(&chaos.lock);
+  if (cp->n_kills == cp->cap_kills) {
+    cp->cap_kills = cp->cap_kills ? 2 * cp->cap_kills : 8;
+    cp->kills = realloc(cp->kills, cp->cap_kills * sizeof(*cp->kills));
+    if (cp->kills == NULL)
+      abort();
+  }
+  cp->kills[cp->n_kills++] = span;
+  uv_mutex_unlock(&chaos.lock);
+}
+
+bool chaos_pool_kill_overlaps(const chaos_record *rec) {
+  const chaos_pool *cp = rec->pool;
+  for (size_t i = 0; cp != NULL && i < cp->n_kills; i++)
+    if (cp->kills[i].start <= rec->end_ns && rec->submit_ns <= cp->kills[i].end)
+      return true;
+  return false;
+}
+
+/* A random in-flight task we hold, with a reference for the caller. */
+static chaos_record *pick_held(chaos_rng *r, bool process_only,
+                               pbl_task_t **t) {
+  chaos_record *pick = NULL;
+  uv_mutex_lock(&chaos.lock);
+  if (chaos.n_in_flight > 0) {
+    chaos_record *rec = chaos.in_flight[rng_below(r, chaos.n_in_flight)];
+    if (rec != NULL && rec->task != NULL &&
+        (!process_only || rec->kind == K_PROCESS ||
+         rec->kind == K_POOL_PROCESS)) {
+      pick = rec;
+      *t = pbl_task_retain(rec->task);
+    }
+  }
+  uv_mutex_unlock(&chaos.lock);
+  return pick;
+}
+
+static void fault_kill(chaos_rng *r, chaos_fault how) {
+  pbl_task_t *t;
+  chaos_record *rec = pick_held(r, true, &t);
+  if (rec == NULL)
+    return;
+  int pid = pbl_task_pid(t);
+  if (pid > 0 && pbl_task_state_of(t) == PBL_RUNNING) {
+    unsigned hurt = ALLOW(PBL_EXPIRED) | ALLOW(PBL_TIMED_OUT);
+    if (rec->pool == NULL)
+      atomic_fetch_or(&rec->allowed, hurt);
+    atomic_fetch_add(&chaos.faults[how], 1);
+    chaos_span span = {uv_hrtime(), 0};
+    if (how == F_SIGKILL) {
+      kill(pid, SIGKILL);
+    } else if (how == F_SIGTERM) {
+      kill(pid, SIGTERM);
+    } else {
+      kill(pid, SIGSTOP);
+      uv_sleep((unsigned)rng_below(r, 50)); /* stopped a while, then killed */
+      kill(pid, SIGKILL);
+    }
+    span.end = uv_hrtime();
+    if (rec->pool != NULL)
+      chaos_pool_note_kill(rec->pool, span);
+  }
+  pbl_task_release(t);
+}
+
+static void fault_cancel(chaos_rng *r) {
+  pbl_task_t *t;
+  chaos_record *rec = pick_held(r, false, &t);
+  if (rec == NULL)
+    return;
+  atomic_fetch_or(&rec->allowed, ALLOW(PBL_CANCELLED));
+  atomic_fetch_add(&chaos.faults[F_CANCEL], 1);
+  int err = pbl_task_cancel(t);
+  if (err != 0 && err != UV_EBUSY)
+    snprintf(rec->why, sizeof(rec->why), "cancel gave %s", pbl_err_name(err));
+  pbl_task_release(t);
+}
+
+/* Our reference goes before the task ends; its callback still comes. */
+static void fault_release(chaos_rng *r) {
+  pbl_task_t *t = NULL;
+  uv_mutex_lock(&chaos.lock);
+  if (chaos.n_in_flight > 0) {
+    chaos_record *rec = chaos.in_flight[rng_below(r, chaos.n_in_flight)];
+    if (rec != NULL && rec->task != NULL) {
+      t = rec->task;
+      rec->task = NULL;
+    }
+  }
+  uv_mutex_unlock(&chaos.lock);
+  if (t != NULL) {
+    atomic_fetch_add(&chaos.faults[F_RELEASE], 1);
+    pbl_task_release(t);
+  }
+}
+
+void chaos_fault_op(chaos_rng *r) {
+  uint64_t x = rng_below(r, 100);
+  if (x < 35) {
+    fault_cancel(r);
+  } else if (x < 50) {
+    fault_kill(r, F_SIGKILL);
+  } else if (x < 60) {
+    fault_kill(r, F_SIGTERM);
+  } else if (x < 65) {
+    fault_kill(r, F_SIGSTOP_KILL);
+  } else if (x < 85) {
+    fault_release(r);
+  } else {
+    chaos_pool *cp = chaos_pool_retire_begin(r);
+    if (cp != NULL)
+      chaos_pool_retire(cp, (chaos_fault)(F_POOL_CLOSE + rng_below(r, 3)));
+  }
+}
