@@ -257,6 +257,12 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
                   const pbl_task_opts *opts, bool want_ref, pbl_task_t **out);
 /* Frees a task that was never submitted (its creator's error path). */
 void pbl__task_discard(pbl_task_t *t);
+/* Hands a new task over: publishes it in *out (out may be NULL) before
+ * submit(to, t) -- a fire-and-forget task may be gone once submitted --
+ * and, if submit fails, clears *out and discards t (never accepted).
+ * submit NULL: pbl__loop_submit(t->loop, t). Returns what submit did. */
+int pbl__task_submit_out(pbl_task_t *t, pbl_task_t **out,
+                         int (*submit)(void *to, pbl_task_t *t), void *to);
 /* Marks a pending task running. Returns false if it already ended. Any
  * thread, lock-free. */
 bool pbl__task_begin(pbl_task_t *t);

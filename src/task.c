@@ -132,6 +132,19 @@ void pbl__task_discard(pbl_task_t *t) {
   task_free(t);
 }
 
+int pbl__task_submit_out(pbl_task_t *t, pbl_task_t **out,
+                         int (*submit)(void *to, pbl_task_t *t), void *to) {
+  if (out != NULL)
+    *out = t;
+  int err = submit != NULL ? submit(to, t) : pbl__loop_submit(t->loop, t);
+  if (err != 0) {
+    if (out != NULL)
+      *out = NULL;
+    pbl__task_discard(t);
+  }
+  return err;
+}
+
 pbl_task_t *pbl_task_retain(pbl_task_t *t) {
   if (!PBL__VALID_TASK(t))
     return NULL;
