@@ -125,14 +125,7 @@ void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
   }
   bool early = !w->answered;
   snprintf(who, sizeof(who), "worker %d", w->pid);
-  if (status == 0 && sig == 0) {
-    char buf[128];
-    snprintf(buf, sizeof(buf), "%s exited with status 0 without sending a "
-             "result", who);
-    words = pbl__strdup(buf);
-  } else {
-    words = pbl__exit_words(who, status, sig);
-  }
+  words = pbl__worker_exit_words(w->pid, status, sig);
   pbl__pool_item *head = pbl__pworker_head(w);
   if (w->state == PBL__PW_STARTING) {
     char msg[192];

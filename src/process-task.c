@@ -24,7 +24,6 @@
  * see it complete.
  */
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "process.h"
@@ -157,16 +156,8 @@ static void finish(process_task *pt) {
   pt->finished = true;
   pbl__timeout_disarm(t);
   if (!pbl__task_ended(t)) {
-    char who[96];
-    int pid = pbl__child_pid(pt->child);
-    if (pt->status == 0 && pt->sig == 0) {
-      snprintf(who, sizeof(who),
-               "worker %d exited with status 0 without sending a result", pid);
-      pt->words = pbl__strdup(who);
-    } else {
-      snprintf(who, sizeof(who), "worker %d", pid);
-      pt->words = pbl__exit_words(who, pt->status, pt->sig);
-    }
+    pt->words = pbl__worker_exit_words(pbl__child_pid(pt->child), pt->status,
+                                       pt->sig);
     pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL, PBL__DELIVER_NOW);
   }
   pbl__child_close(pt->child);
@@ -300,13 +291,5 @@ int pbl_process(pbl_loop_t *pl, pbl_process_fn fn, const void *in, size_t len,
     pbl__task_discard(t);
     return UV_ENOMEM;
   }
-  if (task != NULL)
-    *task = t; /* before submit: a fire-and-forget t may be gone after */
-  err = pbl__loop_submit(pl, t);
-  if (err != 0) {
-    if (task != NULL)
-      *task = NULL;
-    pbl__task_discard(t);
-  }
-  return err;
+  return pbl__task_submit_out(t, task, NULL, NULL);
 }

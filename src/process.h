@@ -47,6 +47,10 @@ int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
  * hold the channel open, so its end is not awaited). Returns 0, or the
  * reader's error. */
 int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd);
+/* Words on how worker `pid` ended with a call unanswered, malloc'd:
+ * "worker 12 exited with status 0 without sending a result", else as
+ * pbl__exit_words. NULL if out of memory. */
+char *pbl__worker_exit_words(int pid, int64_t status, int sig);
 /* A FAIL frame's code and message as a failure record (NULL: no memory). */
 pbl__failure *pbl__wire_failure(const pbl__wire_fail *f);
 

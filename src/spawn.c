@@ -326,13 +326,5 @@ int pbl_spawn(pbl_loop_t *pl, const char *const argv[], const pbl_spawn_opts *o,
     pbl__task_discard(t);
     return err;
   }
-  if (task != NULL)
-    *task = t; /* before submit: a fire-and-forget t may be gone after */
-  err = pbl__loop_submit(pl, t);
-  if (err != 0) {
-    if (task != NULL)
-      *task = NULL;
-    pbl__task_discard(t);
-  }
-  return err;
+  return pbl__task_submit_out(t, task, NULL, NULL);
 }
