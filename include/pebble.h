@@ -257,7 +257,12 @@ typedef struct {
 
 /* Runs a command, argv[0] looked up in PATH. Exit 0 is done; non-zero is
  * PBL_FAILED; killed by a signal we did not send is PBL_EXPIRED; one that
- * cannot start fails with libuv's code. Thread: any. */
+ * cannot start fails with libuv's code. Its stdout and stderr are read to
+ * their end; but a process it left behind (a daemon, `sleep 9 &`) may keep
+ * them open: after the command's exit they are read for at most the
+ * task's kill_grace_ms (0: 1000 ms), then closed, and the task ends as
+ * its exit says, with the output read by then. A timeout counts until the
+ * exit. Thread: any. */
 PBL_EXTERN int pbl_spawn(pbl_loop_t *pl, const char *const argv[],
                          const pbl_spawn_opts *o, pbl_task_t **task);
 /* Captured output of a command (first capture_limit bytes). */
