@@ -288,6 +288,10 @@ typedef struct {
   size_t init_len;
   const char *worker_path; /* process pools: NULL = this program */
   int64_t kill_grace_ms;   /* process pools: SIGTERM to SIGKILL; 0: 1000 */
+  int64_t init_timeout_ms; /* process pools: longest process_init run
+                              (0: none; <0: UV_EINVAL); past it the worker
+                              is killed and the waiting tasks fail as for a
+                              failing initializer */
 } pbl_pool_opts;
 
 typedef struct {
@@ -315,8 +319,10 @@ PBL_EXTERN int pbl_thread_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
  * o->worker_path), each with a channel of its own; up to o->workers (0:
  * uv_available_parallelism()) start on demand and run o->process_init on
  * init_arg/init_len first, respawns included. A failing (or dying)
- * initializer fails every task waiting with its message and PBL_EFAILED;
- * no worker starts again until a task arrives. A worker that dies expires
+ * initializer, or one running past o->init_timeout_ms (its worker is
+ * killed; "initializer timed out after N ms"), fails every task waiting
+ * with its message and PBL_EFAILED; no worker starts again until a task
+ * arrives. A worker that dies expires
  * the task it ran (PBL_EEXPIRED: pid, status, signal, words); the tasks
  * sent to it behind that one are requeued; it is replaced, with a backoff
  * if new workers keep dying at start. o->max_tasks retires a worker

@@ -82,6 +82,7 @@ void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {
       pbl__task_end(&it->base, PBL_TIMED_OUT, UV_ETIMEDOUT, NULL, NULL,
                     PBL__DELIVER_LATER); /* its chunk's time is up too */
   w->state = PBL__PW_DYING;
+  pbl__pworker_init_over(w);
   pbl__pworker_stop_reading(w);
   detach(w);
   pbl__pworker_vacate(w);

@@ -212,6 +212,7 @@ static int init_answer(pbl__pworker *w, const pbl__wire_head *h,
     return PBL_EPROTO;
   }
   answered(w);
+  pbl__pworker_init_over(w);
   if (h->type == PBL__WIRE_RESULT) {
     pbl__free(payload); /* what an initializer returns is not kept */
     w->state = PBL__PW_READY;
@@ -316,14 +317,15 @@ static void on_exit(pbl__child *c, int64_t status, int sig) {
       broken(w, err);
     pbl__pworker_stop_reading(w);
   }
+  pbl__pworker_init_over(w);
   if (w->state != PBL__PW_DYING)
     pbl__pworker_died(w, status, sig);
   pbl__child_close(c);
   pbl__ppool_dispatch(w->pp);
 }
 
-static void on_closed(void *data) {
-  pbl__pworker *w = data;
+/* The last of w's handles (its child's, its init timer) closed. */
+static void worker_gone(pbl__pworker *w) {
   pbl_pool_t *p = &w->pp->base;
   uv_mutex_lock(&p->lock);
   QUEUE_REMOVE(&w->link);
@@ -335,6 +337,55 @@ static void on_closed(void *data) {
     pwrite_free(w->spare);
   pbl__free(w);
   pbl__pool_settle(p); /* may let the pool go: p is not used after */
+}
+
+static void on_init_timer_closed(uv_handle_t *h);
+
+static void on_closed(void *data) {
+  pbl__pworker *w = data;
+  w->child = NULL;
+  pbl__pworker_init_over(w);
+  if (w->init_timer.data == NULL) /* no timer, or closed already */
+    worker_gone(w);
+}
+
+static void on_init_timer_closed(uv_handle_t *h) {
+  pbl__pworker *w = PBL__CONTAINER_OF(h, pbl__pworker, init_timer);
+  h->data = NULL;
+  if (w->child == NULL)
+    worker_gone(w);
+}
+
+void pbl__pworker_init_over(pbl__pworker *w) {
+  if (!w->init_timer_open)
+    return;
+  w->init_timer_open = false; /* data stays set until the close is done */
+  uv_close((uv_handle_t *)&w->init_timer, on_init_timer_closed);
+}
+
+/* The initializer ran past init_timeout_ms: as if it failed, and its
+ * worker is put down. */
+static void on_init_timeout(uv_timer_t *timer) {
+  pbl__pworker *w = timer->data;
+  pbl__pworker_init_over(w);
+  if (w->state != PBL__PW_STARTING)
+    return;
+  char msg[64];
+  snprintf(msg, sizeof(msg), "initializer timed out after %llu ms",
+           (unsigned long long)w->pp->init_timeout_ms);
+  pbl__pworker_init_failed(w, PBL_EFAILED, 0, msg);
+  pbl__pworker_kill(w, w->pp->grace_ms);
+}
+
+/* A STARTING worker's initializer gets init_timeout_ms (if any). */
+static void arm_init_timer(pbl__pworker *w) {
+  uint64_t ms = w->pp->init_timeout_ms;
+  if (ms == 0 || uv_timer_init(w->pp->base.loop->uv, &w->init_timer) != 0)
+    return; /* no timer: as without the option */
+  w->init_timer_open = true;
+  w->init_timer.data = w;
+  uv_unref((uv_handle_t *)&w->init_timer); /* as the worker's own handles */
+  uv_timer_start(&w->init_timer, on_init_timeout, ms, 0);
 }
 
 /* ---- start ---- */
@@ -392,7 +443,9 @@ int pbl__pworker_start(pbl__ppool *pp) {
     return 0; /* it started, and was put down: its slot is free again */
   }
   w->reading = true;
-  if (w->state == PBL__PW_STARTING)
+  if (w->state == PBL__PW_STARTING) {
+    arm_init_timer(w);
     send_init(w);
+  }
   return 0;
 }

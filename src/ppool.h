@@ -49,7 +49,8 @@
  *
  * Spin guards. A worker that dies before it answered anything makes the
  * next start wait (10 ms, doubling, at most 1 s) from the second such
- * death in a row; a failing initializer, or a worker that cannot be
+ * death in a row; a failing initializer (or one that runs past
+ * init_timeout_ms: its worker is killed), or a worker that cannot be
  * started when none runs, fails the queued tasks and blocks starts until
  * a new task arrives.
  *
@@ -100,7 +101,9 @@ typedef struct pbl__pworker {
   bool slot;          /* loop: holds a slot (lock to change the count) */
   bool answered;      /* loop: it answered once: it started fine */
   bool reading;       /* loop */
+  bool init_timer_open; /* loop: init_timer is initialised, not closed */
   pbl__pwrite *spare; /* loop: a finished write kept for the next */
+  uv_timer_t init_timer; /* loop: init_timeout_ms while STARTING */
 } pbl__pworker;
 
 struct pbl__ppool {
@@ -108,6 +111,7 @@ struct pbl__ppool {
   unsigned target;    /* workers */
   unsigned max_tasks;
   uint64_t grace_ms;
+  uint64_t init_timeout_ms; /* 0: none */
   char *worker_path;  /* NULL: this program */
   const char *init_name; /* the initializer's registry name, or NULL */
   void *init_in;
@@ -169,6 +173,8 @@ void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job);
 void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms);
 /* No more jobs for w: it exits once it answered what it has. */
 void pbl__pworker_retire(pbl__pworker *w);
+/* w is past its initializer (answered, dead or killed): no timeout. */
+void pbl__pworker_init_over(pbl__pworker *w);
 /* w gives its slot back (once). */
 void pbl__pworker_vacate(pbl__pworker *w);
 void pbl__pworker_stop_reading(pbl__pworker *w);

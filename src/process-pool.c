@@ -136,7 +136,7 @@ int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
   if (!PBL__VALID_LOOP(pl) || out == NULL)
     return UV_EINVAL;
   if (o != NULL &&
-      (o->init != NULL || o->kill_grace_ms < 0 ||
+      (o->init != NULL || o->kill_grace_ms < 0 || o->init_timeout_ms < 0 ||
        (o->worker_path != NULL && o->worker_path[0] == '\0') ||
        (o->init_arg == NULL && o->init_len > 0)))
     return UV_EINVAL; /* a thread pool's init here is a mistake */
@@ -159,6 +159,7 @@ int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
   int err = 0;
   if (o != NULL) {
     pp->max_tasks = o->max_tasks;
+    pp->init_timeout_ms = (uint64_t)o->init_timeout_ms;
     if (init_name != NULL)
       pp->init_in = copy_bytes(o->init_arg, o->init_len, &err);
     pp->init_len = o->init_len;

@@ -234,6 +234,36 @@ static void test_initializer_crashes(void **state) {
   pool_free_and_run(f, p);
 }
 
+/* An initializer that hangs: past init_timeout_ms its worker is killed
+ * and the waiting tasks fail as for a failing initializer; no worker
+ * starts again until a task arrives (then it times out again). */
+static void test_initializer_times_out(void **state) {
+  F(state);
+  pbl_pool_opts o = {.workers = 1, .process_init = fn_sleep,
+                     .init_timeout_ms = 200, .kill_grace_ms = 100};
+  pbl_pool_t *p = new_ppool(f, &o);
+  for (int round = 0; round < 2; round++) {
+    pbl_task_t *t[2];
+    for (int i = 0; i < 2; i++)
+      t[i] = submit(p, fn_pid, NULL, 0, NULL);
+    assert_true(pbl_test_run_until(&f->uv, task_ended, t[1], 20000));
+    for (int i = 0; i < 2; i++) {
+      assert_int_equal(pbl_task_state_of(t[i]), PBL_FAILED);
+      assert_int_equal(pbl_task_error(t[i]), PBL_EFAILED);
+      assert_string_equal(pbl_task_message(t[i]),
+                          "initializer timed out after 200 ms");
+      pbl_task_release(t[i]);
+    }
+    run_dry(f); /* the hung worker is reaped; nothing starts again */
+    pbl_pool_stats_t st;
+    assert_int_equal(pbl_pool_stats(p, &st), 0);
+    assert_int_equal(st.workers, 0);
+    assert_int_equal(st.failed, 2 * (round + 1));
+    assert_int_equal(st.respawned, (uint64_t)round); /* the second round's */
+  }
+  pool_free_and_run(f, p);
+}
+
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   pool_test_warm_up();
@@ -257,6 +287,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_cannot_start, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_initializer_crashes, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_initializer_times_out, pool_setup,
                                       pool_teardown),
   };
   return cmocka_run_group_tests_name("ppool-ends", tests, NULL, NULL);

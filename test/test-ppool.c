@@ -197,6 +197,8 @@ static void test_bad_arguments(void **state) {
   assert_int_equal(pbl_process_pool_new(f->pl, &bad, &p), UV_EINVAL);
   bad = (pbl_pool_opts){.worker_path = ""};
   assert_int_equal(pbl_process_pool_new(f->pl, &bad, &p), UV_EINVAL);
+  bad = (pbl_pool_opts){.init_timeout_ms = -1};
+  assert_int_equal(pbl_process_pool_new(f->pl, &bad, &p), UV_EINVAL);
   bad = (pbl_pool_opts){.process_init = not_registered};
   assert_int_equal(pbl_process_pool_new(f->pl, &bad, &p), PBL_ENOFUNC);
   assert_null(p);
