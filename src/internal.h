@@ -266,6 +266,10 @@ int pbl__task_submit_out(pbl_task_t *t, pbl_task_t **out,
 /* Marks a pending task running. Returns false if it already ended. Any
  * thread, lock-free. */
 bool pbl__task_begin(pbl_task_t *t);
+/* Marks a running task pending again: its work never reached the process
+ * meant to run it and will start anew. Returns false if it already
+ * ended. Any thread, lock-free. */
+bool pbl__task_unbegin(pbl_task_t *t);
 
 /* Who delivers the callback after an end. */
 typedef enum {
