@@ -76,7 +76,7 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   process_task *pt = ctx;
   pbl_task_t *t = &pt->base;
   pbl__wire_fail f;
-  if (h->tag != t->id || pt->answered || h->type == PBL__WIRE_CALL ||
+  if (h->tag != t->id || pt->answered || !pbl__wire_ran(h->type) ||
       (h->type == PBL__WIRE_FAIL &&
        pbl__wire_fail_parse(payload, (size_t)h->len, &f) != 0)) {
     pbl__free(payload);
