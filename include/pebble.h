@@ -322,12 +322,12 @@ PBL_EXTERN int pbl_thread_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
  * initializer, or one running past o->init_timeout_ms (its worker is
  * killed; "initializer timed out after N ms"), fails every task waiting
  * with its message and PBL_EFAILED; no worker starts again until a task
- * arrives. A worker that dies expires
- * the task it ran (PBL_EEXPIRED: pid, status, signal, words); the tasks
- * sent to it behind that one are requeued; it is replaced, with a backoff
- * if new workers keep dying at start. o->max_tasks retires a worker
- * gracefully after that many tasks; o->kill_grace_ms is the default grace
- * of its tasks' kills. Thread: any (from another thread the loop must be
+ * arrives. A worker that dies expires the task it ran (PBL_EEXPIRED: pid,
+ * status, signal, words); the tasks sent to it behind that one, or that
+ * never reached it, are requeued; it is replaced, with a backoff if new
+ * workers keep dying at start. o->max_tasks retires a worker gracefully
+ * after that many tasks; o->kill_grace_ms is the default grace of its
+ * tasks' kills. Thread: any (from another thread the loop must be
  * running). Returns 0 and sets *out, UV_EINVAL (also for thread-pool
  * options), PBL_ENOFUNC (process_init not registered), UV_ENOMEM,
  * PBL_ECLOSED. */
@@ -347,7 +347,9 @@ PBL_EXTERN int pbl_pool_thread(pbl_pool_t *p, pbl_thread_fn fn, void *arg,
 /* Schedules fn on in[0, len) (copied) on a process pool. A timeout counts
  * from the task's start on its worker; a timeout or cancel of a running
  * task ends it at once and kills its worker's process group (SIGTERM,
- * SIGKILL after the grace); the next task runs in a new worker. Waits for
+ * SIGKILL after the grace); the next task runs in a new worker. A task
+ * cancelled while it waits on a worker behind another never runs: the
+ * worker drops it (unless it had started it already: then it is killed). Waits for
  * it need the loop (on the loop thread: PBL_EDEADLK). opts->worker_path
  * must be NULL (the pool's workers run every task). Thread: any. Returns
  * 0, UV_EINVAL, PBL_ENOFUNC (fn not registered), UV_ENOMEM, PBL_ECLOSED,

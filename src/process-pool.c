@@ -13,9 +13,13 @@ static const pbl__pool_kind process_kind;
 static void pitem_abort(pbl_task_t *t) {
   pbl__pitem *pi = (pbl__pitem *)t;
   pbl__pworker *w = pi->w;
-  /* Queued behind another item on w: w is killed if it gets to it. */
-  if (w != NULL && pbl__pworker_head(w) == &pi->item)
+  if (w == NULL)
+    return;
+  if (pbl__pworker_head(w) == &pi->item)
     pbl__pworker_kill(w, pbl__ppool_grace(w->pp, t));
+  else if (w->state == PBL__PW_READY && !pi->cancel_sent)
+    pbl__pworker_send_cancel(w, pi); /* w drops it, or is killed if it
+                                        started it first (item_starts) */
 }
 
 static void pitem_destroy(pbl_task_t *t) {

@@ -1,6 +1,7 @@
 /* Process pools: how tasks end when their worker does not answer --
  * timeouts, cancels, workers that die, malformed data -- and what the pool
  * does next. Pebble's process-pool scenarios by number (PEBBLE.md §3). */
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,22 +61,34 @@ static void test_cancel_running(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* A task cancelled while it waits on a worker behind another: the one
- * before it finishes; the worker is killed when it gets to it. */
+/* A task cancelled while it waits on a worker behind another never
+ * runs: the worker drops it before it starts, and is not killed: the task
+ * before it and the next one finish on it. */
 static void test_cancel_pipelined(void **state) {
   F(state);
+  char path[64];
+  test_path(path, sizeof(path), "skipped");
   pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  sleep_touch_in in;
+  pbl_buf b_in = sleep_touch(&in, 0, path);
   pbl_task_t *a = submit_ms(p, 300, NULL);
-  pbl_task_t *b = submit(p, fn_sleep, NULL, 0, NULL);
+  pbl_task_t *b = submit(p, fn_sleep_touch, b_in.data, b_in.len, NULL);
+  pbl_task_t *d = submit(p, fn_pid, NULL, 0, NULL);
   assert_true(pbl_test_run_until(&f->uv, task_running, a, 30000));
   assert_int_equal(pbl_task_state_of(b), PBL_PENDING);
   assert_int_equal(pbl_task_cancel(b), 0);
-  pbl_task_t *d = submit(p, fn_pid, NULL, 0, NULL);
   run_dry(f);
   assert_int_equal(pbl_task_error(a), 0);
   assert_int_equal(pbl_task_state_of(b), PBL_CANCELLED);
+  assert_false(file_exists(path)); /* its function never ran */
   assert_int_equal(pbl_task_error(d), 0);
-  assert_int_not_equal(pbl_task_pid(a), pid_result(d));
+  assert_int_equal(pbl_task_pid(a), pid_result(d)); /* nobody was killed */
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.respawned, 0);
+  assert_int_equal(st.cancelled, 1);
+  assert_int_equal(st.done, 2);
+  unlink(path);
   pbl_task_release(a);
   pbl_task_release(b);
   pbl_task_release(d);
@@ -155,6 +168,58 @@ static void test_killed_from_outside(void **state) {
   pbl_task_release(a);
   pbl_task_release(b);
   pool_free_and_run(f, p);
+}
+
+/* true once process pid is dead (a zombie not yet reaped, or gone). */
+static bool dead(int pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE *fp = fopen(path, "r");
+  if (fp == NULL)
+    return true;
+  bool z = fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
+  fclose(fp);
+  return z;
+}
+
+typedef struct {
+  pbl_pool_t *p;
+  pbl_task_t *second;
+  int pid;
+} idle_kill;
+
+/* The first task's callback: its worker, idle now, is killed from
+ * outside; a task is sent before the loop saw the death. */
+static void kill_then_submit(pbl_task_t *t, void *data) {
+  idle_kill *k = data;
+  k->pid = pbl_task_pid(t);
+  assert_int_equal(kill(k->pid, SIGKILL), 0);
+  uint64_t t0 = uv_hrtime();
+  while (!dead(k->pid) && uv_hrtime() - t0 < 10000000000ull)
+    sched_yield(); /* the kernel's kill, not the loop: nothing to run */
+  k->second = submit(k->p, fn_pid, NULL, 0, NULL);
+}
+
+/* An idle worker killed from outside takes no task with it: a task sent
+ * to it before the loop learnt of the death never reached it, and runs on
+ * the next worker. */
+static void test_idle_worker_killed(void **state) {
+  F(state);
+  idle_kill k = {new_ppool_n(f, 1, 0), NULL, 0};
+  pbl_task_opts o = {.on_done = kill_then_submit, .data = &k};
+  pbl_task_t *first = submit(k.p, fn_pid, NULL, 0, &o);
+  run_dry(f);
+  assert_non_null(k.second);
+  assert_int_equal(pbl_task_error(first), 0);
+  assert_int_equal(pbl_task_state_of(k.second), PBL_DONE);
+  assert_int_not_equal(pid_result(k.second), k.pid);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(k.p, &st), 0);
+  assert_int_equal(st.expired, 0);
+  assert_int_equal(st.done, 2);
+  pbl_task_release(first);
+  pbl_task_release(k.second);
+  pool_free_and_run(f, k.p);
 }
 
 /* A worker that writes garbage: its task fails with PBL_EPROTO, the
@@ -279,6 +344,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_dead_workers, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_killed_from_outside, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_idle_worker_killed, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_malformed_answer, pool_setup,
                                       pool_teardown),
