@@ -260,7 +260,7 @@ static void on_exit(pbl__child *c, int64_t status, int sig) {
   pbl__ppool_dispatch(w->pp);
 }
 
-/* The last of w's handles (its child's, its init timer) closed. */
+/* The last of w's handles (its child's, its own) closed. */
 static void worker_gone(pbl__pworker *w) {
   pbl_pool_t *p = &w->pp->base;
   uv_mutex_lock(&p->lock);
@@ -275,28 +275,31 @@ static void worker_gone(pbl__pworker *w) {
   pbl__pool_settle(p); /* may let the pool go: p is not used after */
 }
 
-static void on_init_timer_closed(uv_handle_t *h);
-
 static void on_closed(void *data) {
   pbl__pworker *w = data;
   w->child = NULL;
   pbl__pworker_init_over(w);
-  if (w->init_timer.data == NULL) /* no timer, or closed already */
+  pbl__pworker_write_over(w);
+  if (w->own == 0)
     worker_gone(w);
 }
 
-static void on_init_timer_closed(uv_handle_t *h) {
-  pbl__pworker *w = PBL__CONTAINER_OF(h, pbl__pworker, init_timer);
-  h->data = NULL;
-  if (w->child == NULL)
+static void on_own_closed(uv_handle_t *h) {
+  pbl__pworker *w = h->data;
+  if (--w->own == 0 && w->child == NULL)
     worker_gone(w);
+}
+
+void pbl__pworker_close_own(pbl__pworker *w, uv_handle_t *h) {
+  h->data = w;
+  uv_close(h, on_own_closed);
 }
 
 void pbl__pworker_init_over(pbl__pworker *w) {
   if (!w->init_timer_open)
     return;
-  w->init_timer_open = false; /* data stays set until the close is done */
-  uv_close((uv_handle_t *)&w->init_timer, on_init_timer_closed);
+  w->init_timer_open = false;
+  pbl__pworker_close_own(w, (uv_handle_t *)&w->init_timer);
 }
 
 /* The initializer ran past init_timeout_ms: as if it failed, and its
@@ -320,6 +323,7 @@ static void arm_init_timer(pbl__pworker *w) {
     return; /* no timer: as without the option */
   w->init_timer_open = true;
   w->init_timer.data = w;
+  w->own++;
   uv_unref((uv_handle_t *)&w->init_timer); /* as the worker's own handles */
   uv_timer_start(&w->init_timer, on_init_timeout, ms, 0);
 }
@@ -369,6 +373,7 @@ int pbl__pworker_start(pbl__ppool *pp) {
   }
   w->slot = true;
   w->pid = pbl__child_pid(w->child);
+  pbl__pworker_write_init(w);
   w->state = pp->init_name != NULL ? PBL__PW_STARTING : PBL__PW_READY;
   pbl__child_ref(w->child, false); /* an idle pool is not work */
   uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);

@@ -8,22 +8,18 @@
  * started by it, so only such a call may expire with the worker (a worker
  * killed from outside while idle takes no task with it). Each call's
  * frame has an end offset in the channel's byte stream (pitem.frame_end);
- * w->wr_done is a lower bound of the bytes in the socket:
- *
- * - a batch is first written without waiting (uv_try_write): what it
- *   took is there;
- * - the rest goes in at most two uv_writes: the rest of the first frame
- *   not written whole, then everything after. A write that succeeded put
- *   all its bytes there; one that failed put only some, we cannot tell
- *   which. So after a failure the first frame of the rest is still known
- *   exactly, and a frame further on that is thought undelivered although
- *   it arrived is requeued and, on its next worker, is the first frame of
- *   a batch: known exactly then. No call is retried without end.
- * - when the worker's death is handled, wr_queued minus libuv's write
- *   queue size is exact (writes done but not yet called back included) as
- *   long as no write failed: a failed write's rest leaves libuv's count
- *   only at its callback, and we cannot see how much of it went. So the
- *   first failure freezes wr_done (wr_broken) and kills the worker.
+ * w->wr_done counts the bytes known to be in the socket. A batch is first
+ * written without waiting (uv_try_write): what that took is there. The
+ * rest goes in one uv_write. libuv does not say how much of a write that
+ * failed went through, but while no write has failed, wr_queued minus
+ * libuv's write queue size is exactly what went (writes done and not yet
+ * called back included): that is read after each write, on each loop
+ * turn while writes are queued (a check handle: a write makes progress in
+ * one turn's poll phase and fails in a later one, and its failure is
+ * called back in the turn after that, so a turn's check phase sees its
+ * last progress), and when the worker's death is handled. A failed
+ * write's rest leaves libuv's count at its callback: from then on
+ * wr_done is final (wr_broken), and the worker is killed.
  */
 #include "ppool.h"
 
@@ -34,17 +30,16 @@ typedef struct {
 } pframe;
 
 /* One write to a worker. It keeps a reference on every item whose input
- * it points at, until its last uv_write finished. */
+ * it points at, until its uv_write (if it needed one) finished. */
 struct pbl__pwrite {
   pbl__wire_batch b;
   pbl__pworker *w;
   pframe *frames;
   size_t nframes, cap;
-  uv_buf_t *slice; /* the rest, as buffers for a uv_write */
+  uv_buf_t *slice; /* the rest, as buffers for the uv_write */
   size_t slice_cap;
-  uv_write_t req[2];
-  uint64_t req_end[2]; /* in the stream: where each uv_write ends */
-  unsigned pending;    /* uv_writes not yet called back */
+  uv_write_t req;
+  uint64_t end; /* in the stream: where the batch ends */
 };
 
 void pbl__pwrite_free(pbl__pwrite *wr) {
@@ -95,14 +90,43 @@ static void arrived(pbl__pworker *w, uint64_t end) {
     w->wr_done = end;
 }
 
+/* What went of the queued writes; exact while none failed. */
+static void sample(pbl__pworker *w) {
+  uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
+  if (ch != NULL)
+    arrived(w, w->wr_queued - uv_stream_get_write_queue_size(ch));
+}
+
+static void on_check(uv_check_t *check) {
+  sample(check->data);
+}
+
+void pbl__pworker_write_init(pbl__pworker *w) {
+  if (uv_check_init(w->pp->base.loop->uv, &w->wr_check) != 0)
+    return; /* no sampling per turn: wr_done is only a lower bound */
+  w->wr_check_open = true;
+  w->wr_check.data = w;
+  w->own++;
+  uv_unref((uv_handle_t *)&w->wr_check); /* the writes keep the loop */
+}
+
+void pbl__pworker_write_over(pbl__pworker *w) {
+  if (!w->wr_check_open)
+    return;
+  w->wr_check_open = false;
+  pbl__pworker_close_own(w, (uv_handle_t *)&w->wr_check);
+}
+
 static void on_written(uv_write_t *req, int status) {
   pbl__pwrite *wr = req->data;
+  pbl__pworker *w = wr->w;
   if (status == 0)
-    arrived(wr->w, wr->req_end[req == &wr->req[0] ? 0 : 1]);
+    arrived(w, wr->end);
   else
-    write_failed(wr->w, status);
-  if (--wr->pending == 0)
-    pwrite_done(wr);
+    write_failed(w, status);
+  if (--w->wr_reqs == 0 && w->wr_check_open)
+    uv_check_stop(&w->wr_check);
+  pwrite_done(wr);
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t size) {
@@ -137,21 +161,23 @@ static int add_call(pbl__pwrite *wr, pbl__pitem *pi) {
   return err != 0 ? err : add_frame(wr, pi);
 }
 
-/* Queues bytes [from, to) of the batch as uv_write k. */
-static int write_rest(pbl__pwrite *wr, uv_stream_t *ch, uv_buf_t *bufs,
-                      size_t n, size_t from, size_t to, uint64_t base,
-                      unsigned k) {
+/* Queues the bytes of the batch from `from` on as a uv_write. */
+static int write_rest(pbl__pworker *w, pbl__pwrite *wr, uv_stream_t *ch,
+                      uv_buf_t *bufs, size_t n, size_t from) {
   int err = grow((void **)&wr->slice, &wr->slice_cap, n, sizeof(*wr->slice));
   if (err != 0)
     return err;
-  size_t m = pbl__wire_bufs_slice(bufs, n, from, to, wr->slice);
-  wr->req[k].data = wr;
-  wr->req_end[k] = base + to;
+  size_t m = pbl__wire_bufs_slice(bufs, n, from, pbl__wire_batch_size(&wr->b),
+                                  wr->slice);
+  wr->req.data = wr;
   /* libuv copies the buffer list: slice is free again on return. */
-  err = uv_write(&wr->req[k], ch, wr->slice, (unsigned)m, on_written);
-  if (err == 0)
-    wr->pending++;
-  return err;
+  err = uv_write(&wr->req, ch, wr->slice, (unsigned)m, on_written);
+  if (err != 0)
+    return err;
+  if (w->wr_reqs++ == 0 && w->wr_check_open)
+    uv_check_start(&w->wr_check, on_check);
+  sample(w); /* uv_write may have written some at once */
+  return 0;
 }
 
 /* Writes the batch: what the socket takes now, the rest in the
@@ -176,29 +202,22 @@ static void pwrite_go(pbl__pworker *w, pbl__pwrite *wr, int err) {
     if (wr->frames[i].pi != NULL)
       wr->frames[i].pi->frame_end = base + wr->frames[i].end;
   w->wr_queued += total;
+  wr->end = w->wr_queued;
   int nw = w->wr_broken ? UV_EPIPE : uv_try_write(ch, bufs, (unsigned)n);
   if (nw == UV_EAGAIN)
-    nw = 0;
-  if (nw < 0) {
-    write_failed(w, nw);
-    pwrite_done(wr);
-    return;
+    nw = 0; /* writes are queued already: this one goes after them */
+  if (nw >= 0) {
+    arrived(w, base + (size_t)nw);
+    if ((size_t)nw == total) {
+      pwrite_done(wr);
+      return;
+    }
+    nw = write_rest(w, wr, ch, bufs, n, (size_t)nw);
+    if (nw == 0)
+      return;
   }
-  arrived(w, base + (size_t)nw);
-  size_t cut = (size_t)nw;
-  for (size_t i = 0; i < wr->nframes && cut == (size_t)nw; i++)
-    if (wr->frames[i].end > (size_t)nw)
-      cut = wr->frames[i].end; /* the first frame not whole in */
-  wr->pending = 1; /* ours, while the writes are queued */
-  err = 0;
-  if (cut > (size_t)nw)
-    err = write_rest(wr, ch, bufs, n, (size_t)nw, cut, base, 0);
-  if (err == 0 && total > cut)
-    err = write_rest(wr, ch, bufs, n, cut, total, base, 1);
-  if (err != 0)
-    write_failed(w, err);
-  if (--wr->pending == 0)
-    pwrite_done(wr);
+  write_failed(w, nw);
+  pwrite_done(wr);
 }
 
 void pbl__pworker_send(pbl__pworker *w, pbl__pool_item **jobs, unsigned n) {
@@ -242,8 +261,6 @@ void pbl__pworker_send_cancel(pbl__pworker *w, pbl__pitem *pi) {
 }
 
 bool pbl__pworker_delivered(pbl__pworker *w, const pbl__pitem *pi) {
-  uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
-  if (ch != NULL)
-    arrived(w, w->wr_queued - uv_stream_get_write_queue_size(ch));
+  sample(w);
   return pi->frame_end <= w->wr_done;
 }

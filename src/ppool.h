@@ -109,11 +109,15 @@ typedef struct pbl__pworker {
   bool answered;      /* loop: it answered once: it started fine */
   bool reading;       /* loop */
   bool init_timer_open; /* loop: init_timer is initialised, not closed */
+  bool wr_check_open; /* loop: wr_check is initialised, not closed */
   bool wr_broken;     /* loop: a write failed: wr_done is final */
+  unsigned own;       /* loop: handles of w's own not yet closed */
+  unsigned wr_reqs;   /* loop: uv_writes queued, not yet called back */
   uint64_t wr_queued; /* loop: bytes handed to the channel, ever */
   uint64_t wr_done;   /* loop: of those, known in the worker's socket */
   pbl__pwrite *spare; /* loop: a finished write kept for the next */
   uv_timer_t init_timer; /* loop: init_timeout_ms while STARTING */
+  uv_check_t wr_check;   /* loop: reads wr_done while writes are queued */
 } pbl__pworker;
 
 struct pbl__ppool {
@@ -178,6 +182,9 @@ void pbl__pworker_send_cancel(pbl__pworker *w, pbl__pitem *pi);
 /* true if pi's call reached w's socket whole: w may have started it. */
 bool pbl__pworker_delivered(pbl__pworker *w, const pbl__pitem *pi);
 void pbl__pwrite_free(pbl__pwrite *wr);
+/* w's handle for the above, opened at its start, closed with it. */
+void pbl__pworker_write_init(pbl__pworker *w);
+void pbl__pworker_write_over(pbl__pworker *w);
 
 /* ppool-worker.c, loop thread. */
 /* Starts a worker; it holds a slot already counted by the caller. On
@@ -196,6 +203,9 @@ void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms);
 void pbl__pworker_retire(pbl__pworker *w);
 /* w is past its initializer (answered, dead or killed): no timeout. */
 void pbl__pworker_init_over(pbl__pworker *w);
+/* Closes h, a handle of w's own (counted in w->own); w is freed once
+ * these and its child's are closed. */
+void pbl__pworker_close_own(pbl__pworker *w, uv_handle_t *h);
 /* w gives its slot back (once). */
 void pbl__pworker_vacate(pbl__pworker *w);
 void pbl__pworker_stop_reading(pbl__pworker *w);

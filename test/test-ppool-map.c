@@ -175,7 +175,7 @@ static void test_cancel_one(void **state) {
 /* A worker dying in the middle of a chunk expires the item it ran; the
  * rest of the chunk is requeued, not failed. */
 static int chunk_fn(const void *in, size_t len, pbl_buf *out) {
-  if (len == 1 && *(const char *)in == 'x')
+  if (len >= 1 && *(const char *)in == 'x')
     return fn_exit3(in, len, out);
   return fn_pid(in, len, out);
 }
@@ -201,6 +201,42 @@ static void test_death_mid_chunk(void **state) {
   pool_free_and_run(f, p);
 }
 
+/* The same with inputs larger than the channel's socket holds: the chunk
+ * is written part now, part in the background, and the worker dies while
+ * the write is under way. The item it ran still expires, once: it is
+ * known to have reached the worker (no second worker runs it). */
+static void test_death_mid_big_chunk(void **state) {
+  F(state);
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  size_t len = (size_t)1 << 20;
+  char *big[4];
+  pbl_buf in[4];
+  for (int i = 0; i < 4; i++) {
+    big[i] = malloc(len);
+    assert_non_null(big[i]);
+    memset(big[i], i == 1 ? 'x' : 'a', len);
+    in[i] = (pbl_buf){big[i], len};
+  }
+  pbl_task_t *t[4];
+  assert_int_equal(pbl_pool_map_process(p, chunk_fn, in, 4, 4, NULL, t), 0);
+  for (int i = 0; i < 4; i++)
+    free(big[i]);
+  run_dry(f);
+  assert_int_equal(pbl_task_error(t[0]), 0);
+  assert_int_equal(pbl_task_state_of(t[1]), PBL_EXPIRED);
+  assert_int_equal(pbl_task_exit_status(t[1]), 3);
+  assert_int_equal(pbl_task_pid(t[1]), pid_result(t[0]));
+  assert_int_equal(pbl_task_error(t[2]), 0);
+  assert_int_equal(pbl_task_error(t[3]), 0);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.respawned, 1);
+  assert_int_equal(st.expired, 1);
+  for (int i = 0; i < 4; i++)
+    pbl_task_release(t[i]);
+  pool_free_and_run(f, p);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, pool_setup, pool_teardown)
 
 int main(int argc, char **argv) {
@@ -210,6 +246,7 @@ int main(int argc, char **argv) {
       T(test_order_and_chunks), T(test_edges),
       T(test_error_item),       T(test_timeout_per_chunk),
       T(test_cancel_one),       T(test_death_mid_chunk),
+      T(test_death_mid_big_chunk),
   };
   return cmocka_run_group_tests_name("ppool-map", tests, NULL, NULL);
 }
