@@ -349,7 +349,8 @@ PBL_EXTERN int pbl_pool_thread(pbl_pool_t *p, pbl_thread_fn fn, void *arg,
  * task ends it at once and kills its worker's process group (SIGTERM,
  * SIGKILL after the grace); the next task runs in a new worker. A task
  * cancelled while it waits on a worker behind another never runs: the
- * worker drops it (unless it had started it already: then it is killed). Waits for
+ * worker drops it -- unless the cancel reaches it as it starts the task
+ * (within about 50 us): then the worker is killed. Waits for
  * it need the loop (on the loop thread: PBL_EDEADLK). opts->worker_path
  * must be NULL (the pool's workers run every task). Thread: any. Returns
  * 0, UV_EINVAL, PBL_ENOFUNC (fn not registered), UV_ENOMEM, PBL_ECLOSED,
