@@ -67,6 +67,7 @@ typedef struct pbl__proc_info {
   const void *out, *err; /* commands: captured output */
   size_t out_len, err_len;
   uint64_t out_dropped, err_dropped;
+  char *words; /* an EXPIRED end's message; the kind frees it */
 } pbl__proc_info;
 
 typedef struct pbl__task_ops {
