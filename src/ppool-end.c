@@ -149,8 +149,8 @@ void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
     if (!pbl__task_ended(t)) {
       pi->proc.exit_status = (int)status;
       pi->proc.term_signal = sig;
-      pbl__free(pi->words);
-      pi->words = words; /* published by the end */
+      pbl__free(pi->proc.words);
+      pi->proc.words = words; /* published by the end */
       words = NULL;
     }
     pbl__task_unlock(t);

@@ -159,7 +159,6 @@ typedef struct pbl__pitem {
   void *in;            /* the copied input, until destroyed */
   size_t in_len;
   pbl__pworker *w;     /* loop: the worker it is in flight on, or NULL */
-  char *words;         /* an EXPIRED end's message */
   uint64_t frame_end;  /* loop: where its call ends in w's channel */
   bool cancel_sent;    /* loop: w was told to drop it (CANCEL) */
   bool skipped;        /* loop: w dropped it: it never ran */

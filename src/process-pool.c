@@ -27,12 +27,7 @@ static void pitem_destroy(pbl_task_t *t) {
   if (atomic_load(&t->state) == PBL_DONE)
     pbl__free(t->u.result);
   pbl__free(pi->in);
-  pbl__free(pi->words);
-}
-
-static const char *pitem_message(const pbl_task_t *t) {
-  const pbl__pitem *pi = (const pbl__pitem *)t;
-  return pbl_task_state_of(t) == PBL_EXPIRED ? pi->words : NULL;
+  pbl__free(pi->proc.words);
 }
 
 static pbl__proc_info *pitem_proc(const pbl_task_t *t) {
@@ -44,7 +39,7 @@ static const pbl__task_ops pitem_ops = {
     .kind = "pool-process",
     .abort = pitem_abort,
     .destroy = pitem_destroy,
-    .message = pitem_message,
+    .message = pbl__proc_message,
     .proc = pitem_proc,
     .needs_loop = true,
 };

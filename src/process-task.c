@@ -39,7 +39,6 @@ typedef struct {
   pbl__child *child;   /* loop; NULL once closed */
   pbl__wire_reader rd; /* loop */
   pbl__wire_batch wb;  /* loop: the CALL being written */
-  char *words;         /* an EXPIRED end's message */
   int64_t status;      /* loop: the child's exit */
   int sig;
   bool reading, answered, finished;
@@ -156,8 +155,8 @@ static void finish(process_task *pt) {
   pt->finished = true;
   pbl__timeout_disarm(t);
   if (!pbl__task_ended(t)) {
-    pt->words = pbl__worker_exit_words(pbl__child_pid(pt->child), pt->status,
-                                       pt->sig);
+    pt->proc.words =
+        pbl__worker_exit_words(pbl__child_pid(pt->child), pt->status, pt->sig);
     pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL, PBL__DELIVER_NOW);
   }
   pbl__child_close(pt->child);
@@ -240,12 +239,7 @@ static void process_destroy(pbl_task_t *t) {
   pbl__wire_batch_free(&pt->wb);
   pbl__free(pt->in);
   pbl__free(pt->worker_path);
-  pbl__free(pt->words);
-}
-
-static const char *process_message(const pbl_task_t *t) {
-  const process_task *pt = (const process_task *)t;
-  return pbl_task_state_of(t) == PBL_EXPIRED ? pt->words : NULL;
+  pbl__free(pt->proc.words);
 }
 
 static pbl__proc_info *process_proc(const pbl_task_t *t) {
@@ -257,7 +251,7 @@ static const pbl__task_ops process_ops = {
     .start = process_start,
     .abort = process_abort,
     .destroy = process_destroy,
-    .message = process_message,
+    .message = pbl__proc_message,
     .proc = process_proc,
     .needs_loop = true,
 };

@@ -54,6 +54,9 @@ char *pbl__worker_exit_words(int pid, int64_t status, int sig);
 /* A FAIL frame's code and message as a failure record (NULL: no memory). */
 pbl__failure *pbl__wire_failure(const pbl__wire_fail *f);
 
+/* child.c: the message hook of every process kind: an EXPIRED end's
+ * words (proc->words), else NULL (pbl_strerror). */
+const char *pbl__proc_message(const pbl_task_t *t);
 /* child.c: "SIGSEGV" for 11; "SIG99" written to buf otherwise. */
 const char *pbl__signal_name(int sig, char *buf, size_t len);
 /* Words on how a child ended, malloc'd: "<who> killed by signal 11

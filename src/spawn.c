@@ -49,7 +49,6 @@ typedef struct {
   char *scratch;  /* reads past the limit */
   pbl__child *child;
   uv_write_t wreq;
-  char *words; /* an EXPIRED end's message */
   uv_timer_t linger; /* after the exit: the wait for the pipes' EOF */
   int64_t status;
   int sig;
@@ -203,7 +202,7 @@ static void finish(spawn_task *st) {
     snprintf(who, sizeof(who), "command %.100s (pid %d)", st->argv[0],
              pbl__child_pid(st->child));
     if (st->sig != 0) {
-      st->words = pbl__exit_words(who, st->status, st->sig);
+      st->proc.words = pbl__exit_words(who, st->status, st->sig);
       pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL, PBL__DELIVER_NOW);
     } else if (st->status != 0) {
       char *w = pbl__exit_words(who, st->status, 0);
@@ -290,12 +289,7 @@ static void spawn_destroy(pbl_task_t *t) {
   pbl__free(st->cap[0].buf);
   pbl__free(st->cap[1].buf);
   pbl__free(st->scratch);
-  pbl__free(st->words);
-}
-
-static const char *spawn_message(const pbl_task_t *t) {
-  const spawn_task *st = (const spawn_task *)t;
-  return pbl_task_state_of(t) == PBL_EXPIRED ? st->words : NULL;
+  pbl__free(st->proc.words);
 }
 
 static pbl__proc_info *spawn_proc(const pbl_task_t *t) {
@@ -307,7 +301,7 @@ static const pbl__task_ops spawn_ops = {
     .start = spawn_start,
     .abort = spawn_abort,
     .destroy = spawn_destroy,
-    .message = spawn_message,
+    .message = pbl__proc_message,
     .proc = spawn_proc,
     .needs_loop = true,
 };

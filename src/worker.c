@@ -264,12 +264,10 @@ static void feed(pbl__wire_reader *rd, size_t n) {
     die(PBL__WORKER_EXIT_SETUP, pbl_strerror(err));
 }
 
-/* The channel ended: clean between frames once nothing is left to do. */
-static void channel_ended(worker *w, pbl__wire_reader *rd) {
+/* The channel ended: only between frames is that clean. */
+static void channel_ended(pbl__wire_reader *rd) {
   if (!pbl__wire_reader_idle(rd))
     die(PBL__WORKER_EXIT_PROTO, "the channel broke in the middle of a call");
-  if (w->head == NULL && pbl__wire_batch_size(&w->out) == 0)
-    exit(0); /* the parent closed the channel between calls */
 }
 
 /* Writes the answers queued; a parent gone means nobody to answer. */
@@ -356,8 +354,8 @@ static void serve(long parent) {
     if (w.head == NULL) { /* nothing to run: answer, then wait */
       flush_or_exit(&w);
       if (!open || !read_some(&w, &rd)) {
-        open = false;
-        channel_ended(&w, &rd);
+        channel_ended(&rd);
+        exit(0); /* the parent closed the channel between calls */
       }
       continue;
     }
@@ -369,9 +367,8 @@ static void serve(long parent) {
     run_call(c, &o);
     /* CANCELs that came meanwhile: their SKIPPED go before this answer. */
     if (open && !(c->flags & PBL__WIRE_F_LAST) && !read_ahead(&w, &rd)) {
+      channel_ended(&rd); /* the calls read are still answered */
       open = false;
-      if (!pbl__wire_reader_idle(&rd))
-        die(PBL__WORKER_EXIT_PROTO, "the channel broke in the middle of a call");
     }
     int err = put_answer(&w, c->tag, &o);
     if (err != 0)

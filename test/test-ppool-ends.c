@@ -177,7 +177,8 @@ static bool dead(int pid) {
   FILE *fp = fopen(path, "r");
   if (fp == NULL)
     return true;
-  bool z = fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
+  bool z =
+      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
   fclose(fp);
   return z;
 }
