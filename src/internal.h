@@ -53,6 +53,9 @@ void *pbl__realloc(void *p, size_t n);
 void pbl__free(void *p);
 char *pbl__strdup(const char *s);
 char *pbl__vasprintf(const char *fmt, va_list ap);
+/* Grows the array *p of *cap items of `size` bytes to hold `need`
+ * (doubling, at least 4). Returns 0 or UV_ENOMEM (*p is left as it was). */
+int pbl__grow(void **p, size_t *cap, size_t need, size_t size);
 
 /* ---- task kinds ---- */
 
