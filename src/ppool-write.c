@@ -129,23 +129,9 @@ static void on_written(uv_write_t *req, int status) {
   pwrite_done(wr);
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t size) {
-  if (need <= *cap)
-    return 0;
-  size_t n = *cap != 0 ? *cap * 2 : 8;
-  while (n < need)
-    n *= 2;
-  void *q = pbl__realloc(*p, n * size);
-  if (q == NULL)
-    return UV_ENOMEM;
-  *p = q;
-  *cap = n;
-  return 0;
-}
-
 /* Notes the frame just added to the batch (pi: its call's item). */
 static int add_frame(pbl__pwrite *wr, pbl__pitem *pi) {
-  int err = grow((void **)&wr->frames, &wr->cap, wr->nframes + 1,
+  int err = pbl__grow((void **)&wr->frames, &wr->cap, wr->nframes + 1,
                  sizeof(*wr->frames));
   if (err != 0)
     return err;
@@ -164,7 +150,8 @@ static int add_call(pbl__pwrite *wr, pbl__pitem *pi) {
 /* Queues the bytes of the batch from `from` on as a uv_write. */
 static int write_rest(pbl__pworker *w, pbl__pwrite *wr, uv_stream_t *ch,
                       uv_buf_t *bufs, size_t n, size_t from) {
-  int err = grow((void **)&wr->slice, &wr->slice_cap, n, sizeof(*wr->slice));
+  int err =
+      pbl__grow((void **)&wr->slice, &wr->slice_cap, n, sizeof(*wr->slice));
   if (err != 0)
     return err;
   size_t m = pbl__wire_bufs_slice(bufs, n, from, pbl__wire_batch_size(&wr->b),

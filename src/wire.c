@@ -233,30 +233,17 @@ void pbl__wire_batch_reset(pbl__wire_batch *b) {
   b->size = 0;
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t size) {
-  if (need <= *cap)
-    return 0;
-  size_t n = *cap != 0 ? *cap : 4;
-  while (n < need)
-    n *= 2;
-  void *q = pbl__realloc(*p, n * size);
-  if (q == NULL)
-    return UV_ENOMEM;
-  *p = q;
-  *cap = n;
-  return 0;
-}
-
 /* Appends bytes to the heads buffer, as part of the last inline part. */
 static int put_inline(pbl__wire_batch *b, const void *p, size_t n) {
   if (n == 0)
     return 0;
-  int err = grow((void **)&b->heads, &b->heads_cap, b->heads_len + n, 1);
+  int err =
+      pbl__grow((void **)&b->heads, &b->heads_cap, b->heads_len + n, 1);
   if (err != 0)
     return err;
   pbl__wire_part *last = b->nparts > 0 ? &b->parts[b->nparts - 1] : NULL;
   if (last == NULL || last->data != NULL) {
-    err = grow((void **)&b->parts, &b->parts_cap, b->nparts + 1,
+    err = pbl__grow((void **)&b->parts, &b->parts_cap, b->nparts + 1,
                sizeof(*b->parts));
     if (err != 0)
       return err;
@@ -273,8 +260,8 @@ static int put_inline(pbl__wire_batch *b, const void *p, size_t n) {
 static int put_ref(pbl__wire_batch *b, const void *p, size_t n) {
   if (n <= PBL__WIRE_INLINE)
     return put_inline(b, p, n);
-  int err =
-      grow((void **)&b->parts, &b->parts_cap, b->nparts + 1, sizeof(*b->parts));
+  int err = pbl__grow((void **)&b->parts, &b->parts_cap, b->nparts + 1,
+                      sizeof(*b->parts));
   if (err != 0)
     return err;
   b->parts[b->nparts++] = (pbl__wire_part){p, 0, n};
@@ -363,7 +350,8 @@ int pbl__wire_batch_bare(pbl__wire_batch *b, uint8_t type, uint64_t tag) {
 }
 
 int pbl__wire_batch_bufs(pbl__wire_batch *b, uv_buf_t **bufs, size_t *n) {
-  int err = grow((void **)&b->bufs, &b->bufs_cap, b->nparts, sizeof(*b->bufs));
+  int err =
+      pbl__grow((void **)&b->bufs, &b->bufs_cap, b->nparts, sizeof(*b->bufs));
   if (err != 0)
     return err;
   for (size_t i = 0; i < b->nparts; i++) {

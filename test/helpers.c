@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -58,6 +59,18 @@ const char *pbl_test_fixture_path(void) {
                 "to this program: skipped (run it with meson test)\n");
   skip();
   return NULL; /* not reached */
+}
+
+bool pbl_test_pid_gone(void *pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/stat", *(int *)pid);
+  FILE *fp = fopen(path, "r");
+  if (fp == NULL)
+    return true;
+  bool dead =
+      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
+  fclose(fp);
+  return dead;
 }
 
 /* libuv opens process-wide fds once (its signal pipe, at the first

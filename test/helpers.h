@@ -41,6 +41,10 @@ void pbl_test_assert_no_children(void);
  * exists, e.g. a test program run by hand from another directory. */
 const char *pbl_test_fixture_path(void);
 
+/* true once process *(int *)pid is gone or a zombie (dead, not yet
+ * reaped); a predicate for pbl_test_run_until. */
+bool pbl_test_pid_gone(void *pid);
+
 /* Runs the loop until pred(arg) is true, at most timeout_ms; a guard
  * timer keeps the loop polling meanwhile. Returns pred's final value. */
 bool pbl_test_run_until(uv_loop_t *loop, bool (*pred)(void *arg), void *arg,

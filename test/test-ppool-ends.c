@@ -170,19 +170,6 @@ static void test_killed_from_outside(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* true once process pid is dead (a zombie not yet reaped, or gone). */
-static bool dead(int pid) {
-  char path[64], line[256];
-  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-  FILE *fp = fopen(path, "r");
-  if (fp == NULL)
-    return true;
-  bool z =
-      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
-  fclose(fp);
-  return z;
-}
-
 typedef struct {
   pbl_pool_t *p;
   pbl_task_t *second;
@@ -196,7 +183,7 @@ static void kill_then_submit(pbl_task_t *t, void *data) {
   k->pid = pbl_task_pid(t);
   assert_int_equal(kill(k->pid, SIGKILL), 0);
   uint64_t t0 = uv_hrtime();
-  while (!dead(k->pid) && uv_hrtime() - t0 < 10000000000ull)
+  while (!pbl_test_pid_gone(&k->pid) && uv_hrtime() - t0 < 10000000000ull)
     sched_yield(); /* the kernel's kill, not the loop: nothing to run */
   k->second = submit(k->p, fn_pid, NULL, 0, NULL);
 }

@@ -182,18 +182,6 @@ static bool file_exists(void *path) {
   return access(path, F_OK) == 0;
 }
 
-static bool gone(void *arg) {
-  char path[64], line[256];
-  snprintf(path, sizeof(path), "/proc/%d/stat", *(int *)arg);
-  FILE *fp = fopen(path, "r");
-  if (fp == NULL)
-    return true;
-  bool dead =
-      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
-  fclose(fp);
-  return dead;
-}
-
 /* A shell that ignores SIGTERM and its background child: a cancel kills
  * both, the child through the process group. */
 static void test_cancel_kills_group(void **state) {
@@ -217,7 +205,7 @@ static void test_cancel_kills_group(void **state) {
   unlink(path);
   assert_int_equal(pbl_task_cancel(t), 0);
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
-  assert_true(pbl_test_run_until(&f->uv, gone, &pid, 60000));
+  assert_true(pbl_test_run_until(&f->uv, pbl_test_pid_gone, &pid, 60000));
   assert_int_equal(pbl_task_state_of(t), PBL_CANCELLED);
   pbl_task_release(t);
 }
