@@ -1,7 +1,8 @@
 /* libFuzzer target for the frame decoder: the bytes a worker (or a
  * parent) might send, fed to the reader in chunks whose size the first
  * input byte picks. Every frame the reader accepts is parsed as its type
- * says; a CALL is encoded again and must decode to the same call. No
+ * says (CANCEL and SKIPPED have no payload); a CALL is encoded again and
+ * must decode to the same call. No
  * input may crash, hang or leak. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -43,6 +44,9 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   } else if (h->type == PBL__WIRE_FAIL) {
     pbl__wire_fail f;
     err = pbl__wire_fail_parse(payload, (size_t)h->len, &f);
+  } else if ((h->type == PBL__WIRE_CANCEL || h->type == PBL__WIRE_SKIPPED) &&
+             h->len != 0) {
+    abort(); /* the decoder lets no payload through on these */
   }
   pbl__free(payload);
   return err;

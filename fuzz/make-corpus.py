@@ -7,10 +7,12 @@ import struct
 import sys
 
 PBL_EFAILED, PBL_ENOFUNC, UV_ENOMEM = -20003, -20004, -12
+VERSION = 2  # PBL__WIRE_VERSION (src/wire.h)
 
 
 def head(ftype, flags, tag, length):
-    return b"pblw" + bytes([1, ftype, flags, 0]) + struct.pack("<QQ", tag, length)
+    return b"pblw" + bytes([VERSION, ftype, flags, 0]) + struct.pack(
+        "<QQ", tag, length)
 
 
 def call(name, data, tag=1, flags=1):
@@ -28,6 +30,14 @@ def fail(err, code, msg, tag=1):
     return head(3, 0, tag, len(body)) + body
 
 
+def cancel(tag):
+    return head(4, 0, tag, 0)
+
+
+def skipped(tag):
+    return head(5, 0, tag, 0)
+
+
 seeds = {
     "call": b"\0" + call(b"fn_echo", b"hello"),
     "call-empty": b"\0" + call(b"f", b""),
@@ -42,6 +52,10 @@ seeds = {
     "bad-magic": b"\0" + b"pblx" + call(b"f", b"")[4:],
     "bad-pad": b"\0" + head(1, 0, 1, 16) + b"\x01\x00f\x00\x01" + b"\0" * 11,
     "big-len": b"\0" + head(2, 0, 1, 1 << 40),
+    "cancel": b"\0" + call(b"a", b"x", 1, 0) + cancel(1),
+    "skipped": b"\x05" + skipped(2) + result(b"r", 1),
+    "bad-cancel-len": b"\0" + head(4, 0, 1, 3) + b"abc",
+    "old-version": b"\0" + b"pblw\x01" + call(b"f", b"")[5:],
 }
 
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(

@@ -266,7 +266,12 @@ typedef struct {
 
 /* Runs a command, argv[0] looked up in PATH. Exit 0 is done; non-zero is
  * PBL_FAILED; killed by a signal we did not send is PBL_EXPIRED; one that
- * cannot start fails with libuv's code. Thread: any. */
+ * cannot start fails with libuv's code. Its stdout and stderr are read to
+ * their end; but a process it left behind (a daemon, `sleep 9 &`) may keep
+ * them open: after the command's exit they are read for at most the
+ * task's kill_grace_ms (0: 1000 ms), then closed, and the task ends as
+ * its exit says, with the output read by then. A timeout counts until the
+ * exit. Thread: any. */
 PBL_EXTERN int pbl_spawn(pbl_loop_t *pl, const char *const argv[],
                          const pbl_spawn_opts *o, pbl_task_t **task);
 /* Captured output of a command (first capture_limit bytes). */
@@ -292,6 +297,10 @@ typedef struct {
   size_t init_len;
   const char *worker_path; /* process pools: NULL = this program */
   int64_t kill_grace_ms;   /* process pools: SIGTERM to SIGKILL; 0: 1000 */
+  int64_t init_timeout_ms; /* process pools: longest process_init run
+                              (0: none; <0: UV_EINVAL); past it the worker
+                              is killed and the waiting tasks fail as for a
+                              failing initializer */
 } pbl_pool_opts;
 
 typedef struct {
@@ -319,13 +328,15 @@ PBL_EXTERN int pbl_thread_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
  * o->worker_path), each with a channel of its own; up to o->workers (0:
  * uv_available_parallelism()) start on demand and run o->process_init on
  * init_arg/init_len first, respawns included. A failing (or dying)
- * initializer fails every task waiting with its message and PBL_EFAILED;
- * no worker starts again until a task arrives. A worker that dies expires
- * the task it ran (PBL_EEXPIRED: pid, status, signal, words); the tasks
- * sent to it behind that one are requeued; it is replaced, with a backoff
- * if new workers keep dying at start. o->max_tasks retires a worker
- * gracefully after that many tasks; o->kill_grace_ms is the default grace
- * of its tasks' kills. Thread: any (from another thread the loop must be
+ * initializer, or one running past o->init_timeout_ms (its worker is
+ * killed; "initializer timed out after N ms"), fails every task waiting
+ * with its message and PBL_EFAILED; no worker starts again until a task
+ * arrives. A worker that dies expires the task it ran (PBL_EEXPIRED: pid,
+ * status, signal, words); the tasks sent to it behind that one, or that
+ * never reached it, are requeued; it is replaced, with a backoff if new
+ * workers keep dying at start. o->max_tasks retires a worker gracefully
+ * after that many tasks; o->kill_grace_ms is the default grace of its
+ * tasks' kills. Thread: any (from another thread the loop must be
  * running). Returns 0 and sets *out, UV_EINVAL (also for thread-pool
  * options), PBL_ENOFUNC (process_init not registered), UV_ENOMEM,
  * PBL_ECLOSED. */
@@ -345,7 +356,10 @@ PBL_EXTERN int pbl_pool_thread(pbl_pool_t *p, pbl_thread_fn fn, void *arg,
 /* Schedules fn on in[0, len) (copied) on a process pool. A timeout counts
  * from the task's start on its worker; a timeout or cancel of a running
  * task ends it at once and kills its worker's process group (SIGTERM,
- * SIGKILL after the grace); the next task runs in a new worker. Waits for
+ * SIGKILL after the grace); the next task runs in a new worker. A task
+ * cancelled while it waits on a worker behind another never runs: the
+ * worker drops it -- unless the cancel reaches it as it starts the task
+ * (within about 50 us): then the worker is killed. Waits for
  * it need the loop (on the loop thread: PBL_EDEADLK). opts->worker_path
  * must be NULL (the pool's workers run every task). Thread: any. Returns
  * 0, UV_EINVAL, PBL_ENOFUNC (fn not registered), UV_ENOMEM, PBL_ECLOSED,

@@ -55,3 +55,17 @@ char *pbl__vasprintf(const char *fmt, va_list ap) {
     vsnprintf(s, (size_t)n + 1, fmt, ap);
   return s;
 }
+
+int pbl__grow(void **p, size_t *cap, size_t need, size_t size) {
+  if (need <= *cap)
+    return 0;
+  size_t n = *cap != 0 ? *cap : 4;
+  while (n < need)
+    n *= 2;
+  void *q = pbl__realloc(*p, n * size);
+  if (q == NULL)
+    return UV_ENOMEM;
+  *p = q;
+  *cap = n;
+  return 0;
+}

@@ -323,3 +323,9 @@ char *pbl__exit_words(const char *who, int64_t status, int sig) {
              (long long)status);
   return pbl__strdup(buf);
 }
+
+const char *pbl__proc_message(const pbl_task_t *t) {
+  if (pbl_task_state_of(t) != PBL_EXPIRED)
+    return NULL;
+  return t->ops->proc(t)->words; /* published by the end */
+}

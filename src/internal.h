@@ -54,6 +54,9 @@ void *pbl__realloc(void *p, size_t n);
 void pbl__free(void *p);
 char *pbl__strdup(const char *s);
 char *pbl__vasprintf(const char *fmt, va_list ap);
+/* Grows the array *p of *cap items of `size` bytes to hold `need`
+ * (doubling, at least 4). Returns 0 or UV_ENOMEM (*p is left as it was). */
+int pbl__grow(void **p, size_t *cap, size_t need, size_t size);
 
 /* ---- task kinds ---- */
 
@@ -68,6 +71,7 @@ typedef struct pbl__proc_info {
   const void *out, *err; /* commands: captured output */
   size_t out_len, err_len;
   uint64_t out_dropped, err_dropped;
+  char *words; /* an EXPIRED end's message; the kind frees it */
 } pbl__proc_info;
 
 typedef struct pbl__task_ops {
@@ -258,9 +262,19 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
                   const pbl_task_opts *opts, bool want_ref, pbl_task_t **out);
 /* Frees a task that was never submitted (its creator's error path). */
 void pbl__task_discard(pbl_task_t *t);
+/* Hands a new task over: publishes it in *out (out may be NULL) before
+ * submit(to, t) -- a fire-and-forget task may be gone once submitted --
+ * and, if submit fails, clears *out and discards t (never accepted).
+ * submit NULL: pbl__loop_submit(t->loop, t). Returns what submit did. */
+int pbl__task_submit_out(pbl_task_t *t, pbl_task_t **out,
+                         int (*submit)(void *to, pbl_task_t *t), void *to);
 /* Marks a pending task running. Returns false if it already ended. Any
  * thread, lock-free. */
 bool pbl__task_begin(pbl_task_t *t);
+/* Marks a running task pending again: its work never reached the process
+ * meant to run it and will start anew. Returns false if it already
+ * ended. Any thread, lock-free. */
+bool pbl__task_unbegin(pbl_task_t *t);
 
 /* Who delivers the callback after an end. */
 typedef enum {

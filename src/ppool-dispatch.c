@@ -216,7 +216,8 @@ void pbl__ppool_dispatch(pbl__ppool *pp) {
     QUEUE *q;
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
-      if (w->state == PBL__PW_READY && w->njobs < PBL__PPOOL_DEPTH)
+      if (w->state == PBL__PW_READY && !w->wr_broken &&
+          w->njobs < PBL__PPOOL_DEPTH)
         fill(pp, w); /* it takes what depth() allows */
     }
     if (start_workers(pp) > 0)

@@ -62,9 +62,12 @@ static void detach(pbl__pworker *w) {
    * hold cannot retire one (under the lock: nothing to call out to). */
   for (unsigned j = 0; j < njobs; j++)
     for (pbl__pool_item *it = keep[j]; it != NULL; it = it->next) {
+      pbl__pitem *pi = (pbl__pitem *)it;
       pbl__timeout_disarm(&it->base); /* it starts anew on its next worker */
-      atomic_store_explicit(&((pbl__pitem *)it)->proc.pid, 0,
-                            memory_order_relaxed);
+      atomic_store_explicit(&pi->proc.pid, 0, memory_order_relaxed);
+      (void)pbl__task_unbegin(&it->base); /* a head that never got there;
+                                             ended meanwhile: pruned */
+      pi->cancel_sent = pi->skipped = false;
       pbl__pworker_leave(it);
     }
   for (unsigned j = njobs; j-- > 0;)
@@ -82,6 +85,7 @@ void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {
       pbl__task_end(&it->base, PBL_TIMED_OUT, UV_ETIMEDOUT, NULL, NULL,
                     PBL__DELIVER_LATER); /* its chunk's time is up too */
   w->state = PBL__PW_DYING;
+  pbl__pworker_init_over(w);
   pbl__pworker_stop_reading(w);
   detach(w);
   pbl__pworker_vacate(w);
@@ -125,15 +129,14 @@ void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
   }
   bool early = !w->answered;
   snprintf(who, sizeof(who), "worker %d", w->pid);
-  if (status == 0 && sig == 0) {
-    char buf[128];
-    snprintf(buf, sizeof(buf), "%s exited with status 0 without sending a "
-             "result", who);
-    words = pbl__strdup(buf);
-  } else {
-    words = pbl__exit_words(who, status, sig);
-  }
+  words = pbl__worker_exit_words(w->pid, status, sig);
+  /* Only a call that reached it can have killed it; one that did not
+   * goes to the next worker -- unless this one never answered anything: a
+   * program that is no worker must not send a task round for ever. */
   pbl__pool_item *head = pbl__pworker_head(w);
+  if (head != NULL && !early &&
+      !pbl__pworker_delivered(w, (pbl__pitem *)head))
+    head = NULL;
   if (w->state == PBL__PW_STARTING) {
     char msg[192];
     snprintf(msg, sizeof(msg), "initializer did not finish: %s",
@@ -146,8 +149,8 @@ void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
     if (!pbl__task_ended(t)) {
       pi->proc.exit_status = (int)status;
       pi->proc.term_signal = sig;
-      pbl__free(pi->words);
-      pi->words = words; /* published by the end */
+      pbl__free(pi->proc.words);
+      pi->proc.words = words; /* published by the end */
       words = NULL;
     }
     pbl__task_unlock(t);

@@ -1,21 +1,11 @@
-/* A process pool's worker, parent side: start, send calls, read answers,
- * exit and close (how it ends is ppool-end.c). Loop thread only. See
- * ppool.h for the design notes.
+/* A process pool's worker, parent side: start, read answers, exit and
+ * close (writing to it is ppool-write.c, how it ends ppool-end.c). Loop
+ * thread only. See ppool.h for the design notes.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "ppool.h"
-
-
-/* One write of calls to a worker. It keeps a reference on every item
- * whose input it points at, until it finished. */
-struct pbl__pwrite {
-  pbl__wire_batch b; /* b.req is the uv_write_t */
-  pbl__pworker *w;
-  pbl_task_t **refs;
-  size_t nrefs, cap;
-};
 
 /* ---- small things ---- */
 
@@ -43,114 +33,20 @@ void pbl__pworker_stop_reading(pbl__pworker *w) {
     uv_read_stop(ch);
 }
 
-/* ---- writing ---- */
-
-static void pwrite_free(pbl__pwrite *wr) {
-  pbl__wire_batch_free(&wr->b);
-  pbl__free(wr->refs);
-  pbl__free(wr);
-}
-
-static void on_written(uv_write_t *req, int status) {
-  pbl__pwrite *wr = PBL__CONTAINER_OF(req, pbl__pwrite, b.req);
-  pbl__pworker *w = wr->w;
-  for (size_t i = 0; i < wr->nrefs; i++)
-    pbl_task_release(wr->refs[i]);
-  wr->nrefs = 0;
-  pbl__wire_batch_reset(&wr->b);
-  if (w->spare == NULL)
-    w->spare = wr;
-  else
-    pwrite_free(wr);
-  /* A worker we cannot write to will not answer: its exit decides. */
-  if (status < 0 && status != UV_ECANCELED && w->state != PBL__PW_DYING)
-    pbl__child_kill(w->child, 0);
-}
-
-static pbl__pwrite *pwrite_get(pbl__pworker *w) {
-  pbl__pwrite *wr = w->spare;
-  if (wr != NULL) {
-    w->spare = NULL;
-    return wr;
-  }
-  wr = pbl__calloc(1, sizeof(*wr));
-  if (wr != NULL) {
-    pbl__wire_batch_init(&wr->b);
-    wr->w = w;
-  }
-  return wr;
-}
-
-static int pwrite_add(pbl__pwrite *wr, pbl__pool_item *it) {
-  if (wr->nrefs == wr->cap) {
-    size_t cap = wr->cap != 0 ? wr->cap * 2 : 8;
-    pbl_task_t **refs = pbl__realloc(wr->refs, cap * sizeof(*refs));
-    if (refs == NULL)
-      return UV_ENOMEM;
-    wr->refs = refs;
-    wr->cap = cap;
-  }
-  pbl__pitem *pi = (pbl__pitem *)it;
-  int err = pbl__wire_batch_call(&wr->b, it->base.id, 0, pi->fn_name, pi->in,
-                                 pi->in_len);
-  if (err == 0)
-    wr->refs[wr->nrefs++] = pbl_task_retain(&it->base);
-  return err;
-}
-
-/* Writes the batch; on failure the worker is put down: its exit tells
- * what became of its items. */
-static void pwrite_go(pbl__pworker *w, pbl__pwrite *wr, int err) {
-  uv_buf_t *bufs;
-  size_t n;
-  if (err == 0)
-    err = pbl__wire_batch_bufs(&wr->b, &bufs, &n);
-  if (err == 0) {
-    uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
-    err = uv_write(&wr->b.req, ch, bufs, (unsigned)n, on_written);
-  }
-  if (err == 0)
-    return;
-  on_written(&wr->b.req, UV_ECANCELED);
-  pbl__child_kill(w->child, 0);
-}
-
-void pbl__pworker_send(pbl__pworker *w, pbl__pool_item **jobs, unsigned n) {
-  pbl__pwrite *wr = pwrite_get(w);
-  if (wr == NULL) {
-    pbl__child_kill(w->child, 0);
-    return;
-  }
-  int err = 0;
-  for (unsigned j = 0; j < n && err == 0; j++)
-    for (pbl__pool_item *it = jobs[j]; it != NULL && err == 0; it = it->next)
-      err = pwrite_add(wr, it);
-  pwrite_go(w, wr, err);
-}
-
-static void send_init(pbl__pworker *w) {
-  pbl__ppool *pp = w->pp;
-  pbl__pwrite *wr = pwrite_get(w);
-  if (wr == NULL) {
-    pbl__child_kill(w->child, 0);
-    return;
-  }
-  pwrite_go(w, wr,
-            pbl__wire_batch_call(&wr->b, PBL__PPOOL_INIT_TAG, 0, pp->init_name,
-                                 pp->init_in, pp->init_len));
-}
-
 /* ---- starting items and jobs ---- */
 
-/* `it` reached the head of w: the worker runs it now. */
+/* `it` reached the head of w: the worker runs it now -- unless it ended
+ * while queued on w and w did not drop it first: then w runs an unwanted
+ * task and is put down. */
 static void item_starts(pbl__pworker *w, pbl__pool_item *it) {
   pbl__pitem *pi = (pbl__pitem *)it;
   atomic_store_explicit(&pi->proc.pid, w->pid, memory_order_release);
-  if (!pbl__task_begin(&it->base)) /* it ended while queued on w */
+  if (!pbl__task_begin(&it->base))
     pbl__pworker_kill(w, pbl__ppool_grace(w->pp, &it->base));
 }
 
-void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job) {
+/* A job reached the head of w: count its wait, arm its timers. */
+static void job_begins(pbl__pworker *w, pbl__pool_item *job) {
   pbl__pool_waits *waits = &w->pp->waits;
   uint64_t now = uv_hrtime();
   w->job_start_ns = now;
@@ -165,11 +61,16 @@ void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job) {
       pbl__timeout_arm(&it->base);
     }
   }
+}
+
+void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job) {
+  job_begins(w, job);
   item_starts(w, job);
 }
 
-/* The head was answered: take it off, start what comes next. */
-static void advance(pbl__pworker *w) {
+/* The head was answered (or dropped): takes it off. Returns true if that
+ * ended its job. */
+static bool take_head(pbl__pworker *w) {
   pbl_pool_t *p = &w->pp->base;
   unsigned slot = w->first;
   pbl__pool_item *it = w->jobs[slot];
@@ -181,17 +82,48 @@ static void advance(pbl__pworker *w) {
     w->first = (w->first + 1) % PBL__PPOOL_DEPTH;
     w->njobs--;
   }
-  uint64_t now = job_done ? uv_hrtime() : 0;
   pbl__pool_add_waits(p, &w->pp->waits);
   pbl__ppool_finish_locked(p, it, 1);
   uv_mutex_unlock(&p->done_lock);
   pbl__pworker_leave(it);
   if (job_done)
-    pbl__ppool_job_took(w->pp, now - w->job_start_ns);
-  if (!job_done)
-    item_starts(w, w->jobs[slot]);
-  else if (w->njobs > 0)
-    pbl__pworker_job_starts(w, w->jobs[w->first]);
+    pbl__ppool_job_took(w->pp, uv_hrtime() - w->job_start_ns);
+  return job_done;
+}
+
+/* The head was answered: take it off, and the calls w dropped after it;
+ * start what comes next. */
+static void advance(pbl__pworker *w) {
+  bool job_done = take_head(w);
+  pbl__pool_item *next;
+  while ((next = pbl__pworker_head(w)) != NULL) {
+    if (job_done)
+      job_begins(w, next);
+    if (!((pbl__pitem *)next)->skipped) {
+      item_starts(w, next);
+      return;
+    }
+    job_done = take_head(w);
+  }
+}
+
+/* w dropped a call it had not started, on our CANCEL: the call is done
+ * with once it reaches the head (at once if it is there). */
+static int on_skipped(pbl__pworker *w, uint64_t tag) {
+  for (unsigned j = 0; j < w->njobs; j++)
+    for (pbl__pool_item *it = w->jobs[(w->first + j) % PBL__PPOOL_DEPTH];
+         it != NULL; it = it->next) {
+      pbl__pitem *pi = (pbl__pitem *)it;
+      if (it->base.id != tag)
+        continue;
+      if (!pi->cancel_sent || pi->skipped || !pbl__task_ended(&it->base))
+        return PBL_EPROTO; /* not a call we cancelled */
+      pi->skipped = true;
+      if (it == pbl__pworker_head(w))
+        advance(w);
+      return 0;
+    }
+  return PBL_EPROTO;
 }
 
 /* ---- answers ---- */
@@ -205,13 +137,14 @@ static void answered(pbl__pworker *w) {
 static int init_answer(pbl__pworker *w, const pbl__wire_head *h,
                        void *payload) {
   pbl__wire_fail f;
-  if (h->tag != PBL__PPOOL_INIT_TAG || h->type == PBL__WIRE_CALL ||
+  if (h->tag != PBL__PPOOL_INIT_TAG || !pbl__wire_ran(h->type) ||
       (h->type == PBL__WIRE_FAIL &&
        pbl__wire_fail_parse(payload, (size_t)h->len, &f) != 0)) {
     pbl__free(payload);
     return PBL_EPROTO;
   }
   answered(w);
+  pbl__pworker_init_over(w);
   if (h->type == PBL__WIRE_RESULT) {
     pbl__free(payload); /* what an initializer returns is not kept */
     w->state = PBL__PW_READY;
@@ -235,9 +168,13 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   }
   if (w->state == PBL__PW_STARTING)
     return init_answer(w, h, payload);
+  if (h->type == PBL__WIRE_SKIPPED) {
+    pbl__free(payload);
+    return on_skipped(w, h->tag);
+  }
   pbl__pool_item *it = pbl__pworker_head(w);
   pbl__wire_fail f;
-  if (it == NULL || h->tag != it->base.id || h->type == PBL__WIRE_CALL ||
+  if (it == NULL || h->tag != it->base.id || !pbl__wire_ran(h->type) ||
       (h->type == PBL__WIRE_FAIL &&
        pbl__wire_fail_parse(payload, (size_t)h->len, &f) != 0)) {
     pbl__free(payload);
@@ -316,14 +253,15 @@ static void on_exit(pbl__child *c, int64_t status, int sig) {
       broken(w, err);
     pbl__pworker_stop_reading(w);
   }
+  pbl__pworker_init_over(w);
   if (w->state != PBL__PW_DYING)
     pbl__pworker_died(w, status, sig);
   pbl__child_close(c);
   pbl__ppool_dispatch(w->pp);
 }
 
-static void on_closed(void *data) {
-  pbl__pworker *w = data;
+/* The last of w's handles (its child's, its own) closed. */
+static void worker_gone(pbl__pworker *w) {
   pbl_pool_t *p = &w->pp->base;
   uv_mutex_lock(&p->lock);
   QUEUE_REMOVE(&w->link);
@@ -332,9 +270,62 @@ static void on_closed(void *data) {
   uv_mutex_unlock(&p->lock);
   pbl__wire_reader_free(&w->rd);
   if (w->spare != NULL)
-    pwrite_free(w->spare);
+    pbl__pwrite_free(w->spare);
   pbl__free(w);
   pbl__pool_settle(p); /* may let the pool go: p is not used after */
+}
+
+static void on_closed(void *data) {
+  pbl__pworker *w = data;
+  w->child = NULL;
+  pbl__pworker_init_over(w);
+  pbl__pworker_write_over(w);
+  if (w->own == 0)
+    worker_gone(w);
+}
+
+static void on_own_closed(uv_handle_t *h) {
+  pbl__pworker *w = h->data;
+  if (--w->own == 0 && w->child == NULL)
+    worker_gone(w);
+}
+
+void pbl__pworker_close_own(pbl__pworker *w, uv_handle_t *h) {
+  h->data = w;
+  uv_close(h, on_own_closed);
+}
+
+void pbl__pworker_init_over(pbl__pworker *w) {
+  if (!w->init_timer_open)
+    return;
+  w->init_timer_open = false;
+  pbl__pworker_close_own(w, (uv_handle_t *)&w->init_timer);
+}
+
+/* The initializer ran past init_timeout_ms: as if it failed, and its
+ * worker is put down. */
+static void on_init_timeout(uv_timer_t *timer) {
+  pbl__pworker *w = timer->data;
+  pbl__pworker_init_over(w);
+  if (w->state != PBL__PW_STARTING)
+    return;
+  char msg[64];
+  snprintf(msg, sizeof(msg), "initializer timed out after %llu ms",
+           (unsigned long long)w->pp->init_timeout_ms);
+  pbl__pworker_init_failed(w, PBL_EFAILED, 0, msg);
+  pbl__pworker_kill(w, w->pp->grace_ms);
+}
+
+/* A STARTING worker's initializer gets init_timeout_ms (if any). */
+static void arm_init_timer(pbl__pworker *w) {
+  uint64_t ms = w->pp->init_timeout_ms;
+  if (ms == 0 || uv_timer_init(w->pp->base.loop->uv, &w->init_timer) != 0)
+    return; /* no timer: as without the option */
+  w->init_timer_open = true;
+  w->init_timer.data = w;
+  w->own++;
+  uv_unref((uv_handle_t *)&w->init_timer); /* as the worker's own handles */
+  uv_timer_start(&w->init_timer, on_init_timeout, ms, 0);
 }
 
 /* ---- start ---- */
@@ -382,6 +373,7 @@ int pbl__pworker_start(pbl__ppool *pp) {
   }
   w->slot = true;
   w->pid = pbl__child_pid(w->child);
+  pbl__pworker_write_init(w);
   w->state = pp->init_name != NULL ? PBL__PW_STARTING : PBL__PW_READY;
   pbl__child_ref(w->child, false); /* an idle pool is not work */
   uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
@@ -392,7 +384,9 @@ int pbl__pworker_start(pbl__ppool *pp) {
     return 0; /* it started, and was put down: its slot is free again */
   }
   w->reading = true;
-  if (w->state == PBL__PW_STARTING)
-    send_init(w);
+  if (w->state == PBL__PW_STARTING) {
+    arm_init_timer(w);
+    pbl__pworker_send_init(w);
+  }
   return 0;
 }

@@ -28,15 +28,22 @@
  * per chunk). An item starts (PENDING -> RUNNING, pid set) when the worker
  * reaches it.
  *
- * Ends. A worker that dies expires the item it was running; items behind
- * it are requeued at the head of the run queue (pbl__pool_requeue). A
- * cancel or timeout of a running item kills the worker's process group
- * (SIGTERM, SIGKILL after the grace) at once, via the task's abort; an
- * item cancelled while queued on a worker behind another is skipped until
- * it reaches the head, and its worker is killed then (it would run an
- * unwanted task). A killed worker is detached at once: its items are
- * finished or requeued, its slot is free for a replacement, and it is
- * only reaped afterwards.
+ * Ends. A worker that dies expires the item it was running -- if that
+ * item's call reached it (ppool-write.c); one that never got there, like
+ * everything behind it, is requeued at the head of the run queue
+ * (pbl__pool_requeue), so a worker killed from outside while idle takes
+ * no task with it. (A worker that never answered anything still expires
+ * its head: a program that is no worker must not send a task round for
+ * ever.) A cancel or timeout of a running item kills the worker's process
+ * group (SIGTERM, SIGKILL after the grace) at once, via the task's abort.
+ * An item that ends while queued on a worker behind another is sent a
+ * CANCEL: the worker drops it unstarted and says so (SKIPPED) before it
+ * answers the call before it, so when that answer comes the parent knows
+ * whether the item was dropped (it is passed over) or started anyway (the
+ * CANCEL came too late: the worker runs an unwanted task and is killed).
+ * A killed worker is detached at once: its items are finished or
+ * requeued, its slot is free for a replacement, and it is only reaped
+ * afterwards.
  *
  * Workers and slots. A worker holds one of `workers` slots while starting,
  * ready, or retiring with answers owed. It gives the slot back when it
@@ -49,7 +56,8 @@
  *
  * Spin guards. A worker that dies before it answered anything makes the
  * next start wait (10 ms, doubling, at most 1 s) from the second such
- * death in a row; a failing initializer, or a worker that cannot be
+ * death in a row; a failing initializer (or one that runs past
+ * init_timeout_ms: its worker is killed), or a worker that cannot be
  * started when none runs, fails the queued tasks and blocks starts until
  * a new task arrives.
  *
@@ -100,7 +108,16 @@ typedef struct pbl__pworker {
   bool slot;          /* loop: holds a slot (lock to change the count) */
   bool answered;      /* loop: it answered once: it started fine */
   bool reading;       /* loop */
+  bool init_timer_open; /* loop: init_timer is initialised, not closed */
+  bool wr_check_open; /* loop: wr_check is initialised, not closed */
+  bool wr_broken;     /* loop: a write failed: wr_done is final */
+  unsigned own;       /* loop: handles of w's own not yet closed */
+  unsigned wr_reqs;   /* loop: uv_writes queued, not yet called back */
+  uint64_t wr_queued; /* loop: bytes handed to the channel, ever */
+  uint64_t wr_done;   /* loop: of those, known in the worker's socket */
   pbl__pwrite *spare; /* loop: a finished write kept for the next */
+  uv_timer_t init_timer; /* loop: init_timeout_ms while STARTING */
+  uv_check_t wr_check;   /* loop: reads wr_done while writes are queued */
 } pbl__pworker;
 
 struct pbl__ppool {
@@ -108,6 +125,7 @@ struct pbl__ppool {
   unsigned target;    /* workers */
   unsigned max_tasks;
   uint64_t grace_ms;
+  uint64_t init_timeout_ms; /* 0: none */
   char *worker_path;  /* NULL: this program */
   const char *init_name; /* the initializer's registry name, or NULL */
   void *init_in;
@@ -141,7 +159,9 @@ typedef struct pbl__pitem {
   void *in;            /* the copied input, until destroyed */
   size_t in_len;
   pbl__pworker *w;     /* loop: the worker it is in flight on, or NULL */
-  char *words;         /* an EXPIRED end's message */
+  uint64_t frame_end;  /* loop: where its call ends in w's channel */
+  bool cancel_sent;    /* loop: w was told to drop it (CANCEL) */
+  bool skipped;        /* loop: w dropped it: it never ran */
 } pbl__pitem;
 
 /* process-pool.c, loop thread: hands queued jobs to workers and starts
@@ -152,12 +172,23 @@ void pbl__ppool_job_took(pbl__ppool *pp, uint64_t ns);
 /* The grace of an item's kill: its own, else the pool's. */
 uint64_t pbl__ppool_grace(pbl__ppool *pp, const pbl_task_t *t);
 
+/* ppool-write.c, loop thread. Writes jobs[0..n) (already in w's jobs) as
+ * one batch; the initializer's call; a CANCEL of pi (queued on w, not its
+ * head). A write that fails puts w down. */
+void pbl__pworker_send(pbl__pworker *w, pbl__pool_item **jobs, unsigned n);
+void pbl__pworker_send_init(pbl__pworker *w);
+void pbl__pworker_send_cancel(pbl__pworker *w, pbl__pitem *pi);
+/* true if pi's call reached w's socket whole: w may have started it. */
+bool pbl__pworker_delivered(pbl__pworker *w, const pbl__pitem *pi);
+void pbl__pwrite_free(pbl__pwrite *wr);
+/* w's handle for the above, opened at its start, closed with it. */
+void pbl__pworker_write_init(pbl__pworker *w);
+void pbl__pworker_write_over(pbl__pworker *w);
+
 /* ppool-worker.c, loop thread. */
 /* Starts a worker; it holds a slot already counted by the caller. On
  * error gives the slot back; returns 0 or libuv's error. */
 int pbl__pworker_start(pbl__ppool *pp);
-/* Writes jobs[0..n) (already in w's jobs) as one batch. */
-void pbl__pworker_send(pbl__pworker *w, pbl__pool_item **jobs, unsigned n);
 /* The head of w's oldest job, or NULL. */
 pbl__pool_item *pbl__pworker_head(const pbl__pworker *w);
 /* A job reached the head of w: count its wait, arm its timers, start its
@@ -169,6 +200,11 @@ void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job);
 void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms);
 /* No more jobs for w: it exits once it answered what it has. */
 void pbl__pworker_retire(pbl__pworker *w);
+/* w is past its initializer (answered, dead or killed): no timeout. */
+void pbl__pworker_init_over(pbl__pworker *w);
+/* Closes h, a handle of w's own (counted in w->own); w is freed once
+ * these and its child's are closed. */
+void pbl__pworker_close_own(pbl__pworker *w, uv_handle_t *h);
 /* w gives its slot back (once). */
 void pbl__pworker_vacate(pbl__pworker *w);
 void pbl__pworker_stop_reading(pbl__pworker *w);

@@ -13,9 +13,13 @@ static const pbl__pool_kind process_kind;
 static void pitem_abort(pbl_task_t *t) {
   pbl__pitem *pi = (pbl__pitem *)t;
   pbl__pworker *w = pi->w;
-  /* Queued behind another item on w: w is killed if it gets to it. */
-  if (w != NULL && pbl__pworker_head(w) == &pi->item)
+  if (w == NULL)
+    return;
+  if (pbl__pworker_head(w) == &pi->item)
     pbl__pworker_kill(w, pbl__ppool_grace(w->pp, t));
+  else if (w->state == PBL__PW_READY && !pi->cancel_sent)
+    pbl__pworker_send_cancel(w, pi); /* w drops it, or is killed if it
+                                        started it first (item_starts) */
 }
 
 static void pitem_destroy(pbl_task_t *t) {
@@ -23,12 +27,7 @@ static void pitem_destroy(pbl_task_t *t) {
   if (atomic_load(&t->state) == PBL_DONE)
     pbl__free(t->u.result);
   pbl__free(pi->in);
-  pbl__free(pi->words);
-}
-
-static const char *pitem_message(const pbl_task_t *t) {
-  const pbl__pitem *pi = (const pbl__pitem *)t;
-  return pbl_task_state_of(t) == PBL_EXPIRED ? pi->words : NULL;
+  pbl__free(pi->proc.words);
 }
 
 static pbl__proc_info *pitem_proc(const pbl_task_t *t) {
@@ -40,7 +39,7 @@ static const pbl__task_ops pitem_ops = {
     .kind = "pool-process",
     .abort = pitem_abort,
     .destroy = pitem_destroy,
-    .message = pitem_message,
+    .message = pbl__proc_message,
     .proc = pitem_proc,
     .needs_loop = true,
 };
@@ -136,7 +135,7 @@ int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
   if (!PBL__VALID_LOOP(pl) || out == NULL)
     return UV_EINVAL;
   if (o != NULL &&
-      (o->init != NULL || o->kill_grace_ms < 0 ||
+      (o->init != NULL || o->kill_grace_ms < 0 || o->init_timeout_ms < 0 ||
        (o->worker_path != NULL && o->worker_path[0] == '\0') ||
        (o->init_arg == NULL && o->init_len > 0)))
     return UV_EINVAL; /* a thread pool's init here is a mistake */
@@ -159,6 +158,7 @@ int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
   int err = 0;
   if (o != NULL) {
     pp->max_tasks = o->max_tasks;
+    pp->init_timeout_ms = (uint64_t)o->init_timeout_ms;
     if (init_name != NULL)
       pp->init_in = copy_bytes(o->init_arg, o->init_len, &err);
     pp->init_len = o->init_len;
@@ -207,6 +207,13 @@ static int check(pbl_pool_t *p, pbl_process_fn fn, const pbl_task_opts *opts,
   return *name != NULL ? 0 : PBL_ENOFUNC;
 }
 
+/* One item, one job (pbl__task_submit_out discards it on error, as
+ * pbl__pool_items_discard would). */
+static int submit_item(void *p, pbl_task_t *t) {
+  pbl__pool_item *it = (pbl__pool_item *)t;
+  return pbl__pool_submit(p, &it, 1, 1);
+}
+
 int pbl_pool_process(pbl_pool_t *p, pbl_process_fn fn, const void *in,
                      size_t len, const pbl_task_opts *opts,
                      pbl_task_t **task) {
@@ -220,15 +227,7 @@ int pbl_pool_process(pbl_pool_t *p, pbl_process_fn fn, const void *in,
   err = make_item(p, name, in, len, opts, task != NULL, &it);
   if (err != 0)
     return err;
-  if (task != NULL)
-    *task = &it->base; /* before submit: a fire-and-forget item may go */
-  err = pbl__pool_submit(p, &it, 1, 1);
-  if (err != 0) {
-    if (task != NULL)
-      *task = NULL;
-    pbl__pool_items_discard(&it, 1);
-  }
-  return err;
+  return pbl__task_submit_out(&it->base, task, submit_item, p);
 }
 
 typedef struct {

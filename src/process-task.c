@@ -24,7 +24,6 @@
  * see it complete.
  */
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "process.h"
@@ -40,7 +39,6 @@ typedef struct {
   pbl__child *child;   /* loop; NULL once closed */
   pbl__wire_reader rd; /* loop */
   pbl__wire_batch wb;  /* loop: the CALL being written */
-  char *words;         /* an EXPIRED end's message */
   int64_t status;      /* loop: the child's exit */
   int sig;
   bool reading, answered, finished;
@@ -77,7 +75,7 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   process_task *pt = ctx;
   pbl_task_t *t = &pt->base;
   pbl__wire_fail f;
-  if (h->tag != t->id || pt->answered || h->type == PBL__WIRE_CALL ||
+  if (h->tag != t->id || pt->answered || !pbl__wire_ran(h->type) ||
       (h->type == PBL__WIRE_FAIL &&
        pbl__wire_fail_parse(payload, (size_t)h->len, &f) != 0)) {
     pbl__free(payload);
@@ -157,16 +155,8 @@ static void finish(process_task *pt) {
   pt->finished = true;
   pbl__timeout_disarm(t);
   if (!pbl__task_ended(t)) {
-    char who[96];
-    int pid = pbl__child_pid(pt->child);
-    if (pt->status == 0 && pt->sig == 0) {
-      snprintf(who, sizeof(who),
-               "worker %d exited with status 0 without sending a result", pid);
-      pt->words = pbl__strdup(who);
-    } else {
-      snprintf(who, sizeof(who), "worker %d", pid);
-      pt->words = pbl__exit_words(who, pt->status, pt->sig);
-    }
+    pt->proc.words =
+        pbl__worker_exit_words(pbl__child_pid(pt->child), pt->status, pt->sig);
     pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL, PBL__DELIVER_NOW);
   }
   pbl__child_close(pt->child);
@@ -249,12 +239,7 @@ static void process_destroy(pbl_task_t *t) {
   pbl__wire_batch_free(&pt->wb);
   pbl__free(pt->in);
   pbl__free(pt->worker_path);
-  pbl__free(pt->words);
-}
-
-static const char *process_message(const pbl_task_t *t) {
-  const process_task *pt = (const process_task *)t;
-  return pbl_task_state_of(t) == PBL_EXPIRED ? pt->words : NULL;
+  pbl__free(pt->proc.words);
 }
 
 static pbl__proc_info *process_proc(const pbl_task_t *t) {
@@ -266,7 +251,7 @@ static const pbl__task_ops process_ops = {
     .start = process_start,
     .abort = process_abort,
     .destroy = process_destroy,
-    .message = process_message,
+    .message = pbl__proc_message,
     .proc = process_proc,
     .needs_loop = true,
 };
@@ -300,13 +285,5 @@ int pbl_process(pbl_loop_t *pl, pbl_process_fn fn, const void *in, size_t len,
     pbl__task_discard(t);
     return UV_ENOMEM;
   }
-  if (task != NULL)
-    *task = t; /* before submit: a fire-and-forget t may be gone after */
-  err = pbl__loop_submit(pl, t);
-  if (err != 0) {
-    if (task != NULL)
-      *task = NULL;
-    pbl__task_discard(t);
-  }
-  return err;
+  return pbl__task_submit_out(t, task, NULL, NULL);
 }

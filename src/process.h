@@ -47,9 +47,16 @@ int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
  * hold the channel open, so its end is not awaited). Returns 0, or the
  * reader's error. */
 int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd);
+/* Words on how worker `pid` ended with a call unanswered, malloc'd:
+ * "worker 12 exited with status 0 without sending a result", else as
+ * pbl__exit_words. NULL if out of memory. */
+char *pbl__worker_exit_words(int pid, int64_t status, int sig);
 /* A FAIL frame's code and message as a failure record (NULL: no memory). */
 pbl__failure *pbl__wire_failure(const pbl__wire_fail *f);
 
+/* child.c: the message hook of every process kind: an EXPIRED end's
+ * words (proc->words), else NULL (pbl_strerror). */
+const char *pbl__proc_message(const pbl_task_t *t);
 /* child.c: "SIGSEGV" for 11; "SIG99" written to buf otherwise. */
 const char *pbl__signal_name(int sig, char *buf, size_t len);
 /* Words on how a child ended, malloc'd: "<who> killed by signal 11

@@ -11,6 +11,11 @@
  * The end is decided once the command exited and both its stdout and
  * stderr reached EOF: exit 0 is done; a non-zero exit failed (PBL_EFAILED,
  * fail code = the exit status); a signal we did not send expired. A
+ * process the command left behind (a daemon, `sleep 9 &`) may hold the
+ * pipes open for ever: after the exit, output is read for at most the
+ * task's kill grace, then the pipes are closed and the exit decides with
+ * what was read. The exit also disarms the timeout: the command ran in
+ * time, only its output is awaited. A
  * timeout or cancel kills the command's process group (child.c) and has
  * already ended the task. A command that cannot start fails with libuv's
  * code. Captured output and exit data are published with the end, under
@@ -44,9 +49,10 @@ typedef struct {
   char *scratch;  /* reads past the limit */
   pbl__child *child;
   uv_write_t wreq;
-  char *words; /* an EXPIRED end's message */
+  uv_timer_t linger; /* after the exit: the wait for the pipes' EOF */
   int64_t status;
   int sig;
+  bool linger_open;
   bool finished;
 } spawn_task;
 
@@ -110,10 +116,45 @@ static void on_written(uv_write_t *req, int status) {
     pbl__child_close_stream(st->child, 0); /* EOF on the command's stdin */
 }
 
+/* The grace after the exit is over: what was read is the output. */
+static void cut_output(spawn_task *st) {
+  for (int fd = 1; fd <= 2; fd++) {
+    uv_stream_t *s = pbl__child_stream(st->child, fd);
+    if (s != NULL)
+      uv_read_stop(s);
+    st->cap[fd - 1].eof = true;
+  }
+  finish(st);
+}
+
+static void on_linger(uv_timer_t *timer) {
+  cut_output(timer->data);
+}
+
+static void on_linger_closed(uv_handle_t *h) {
+  spawn_task *st = h->data;
+  pbl__task_drop(&st->base);
+}
+
+/* The command exited with its pipes still open: give them the grace. */
+static void linger(spawn_task *st) {
+  if (uv_timer_init(st->base.loop->uv, &st->linger) != 0) {
+    cut_output(st); /* no timer, no wait */
+    return;
+  }
+  st->linger_open = true;
+  st->linger.data = st;
+  pbl__task_hold(&st->base); /* until the timer is closed */
+  uv_timer_start(&st->linger, on_linger, pbl__kill_grace_ms(&st->base), 0);
+}
+
 static void on_exit(pbl__child *c, int64_t status, int sig) {
   spawn_task *st = pbl__child_data(c);
   st->status = status;
   st->sig = sig;
+  pbl__timeout_disarm(&st->base);
+  if (!st->cap[0].eof || !st->cap[1].eof)
+    linger(st);
   finish(st);
 }
 
@@ -152,12 +193,16 @@ static void finish(spawn_task *st) {
     return;
   st->finished = true;
   pbl__timeout_disarm(t);
+  if (st->linger_open) {
+    st->linger_open = false;
+    uv_close((uv_handle_t *)&st->linger, on_linger_closed);
+  }
   if (publish(st)) {
     char who[160];
     snprintf(who, sizeof(who), "command %.100s (pid %d)", st->argv[0],
              pbl__child_pid(st->child));
     if (st->sig != 0) {
-      st->words = pbl__exit_words(who, st->status, st->sig);
+      st->proc.words = pbl__exit_words(who, st->status, st->sig);
       pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL, PBL__DELIVER_NOW);
     } else if (st->status != 0) {
       char *w = pbl__exit_words(who, st->status, 0);
@@ -244,12 +289,7 @@ static void spawn_destroy(pbl_task_t *t) {
   pbl__free(st->cap[0].buf);
   pbl__free(st->cap[1].buf);
   pbl__free(st->scratch);
-  pbl__free(st->words);
-}
-
-static const char *spawn_message(const pbl_task_t *t) {
-  const spawn_task *st = (const spawn_task *)t;
-  return pbl_task_state_of(t) == PBL_EXPIRED ? st->words : NULL;
+  pbl__free(st->proc.words);
 }
 
 static pbl__proc_info *spawn_proc(const pbl_task_t *t) {
@@ -261,7 +301,7 @@ static const pbl__task_ops spawn_ops = {
     .start = spawn_start,
     .abort = spawn_abort,
     .destroy = spawn_destroy,
-    .message = spawn_message,
+    .message = pbl__proc_message,
     .proc = spawn_proc,
     .needs_loop = true,
 };
@@ -326,13 +366,5 @@ int pbl_spawn(pbl_loop_t *pl, const char *const argv[], const pbl_spawn_opts *o,
     pbl__task_discard(t);
     return err;
   }
-  if (task != NULL)
-    *task = t; /* before submit: a fire-and-forget t may be gone after */
-  err = pbl__loop_submit(pl, t);
-  if (err != 0) {
-    if (task != NULL)
-      *task = NULL;
-    pbl__task_discard(t);
-  }
-  return err;
+  return pbl__task_submit_out(t, task, NULL, NULL);
 }

@@ -6,8 +6,10 @@
  * A task ends exactly once, in pbl__task_end(), under its stripe lock:
  * the end data (err, result or failure) is written, then the state is
  * release-stored, then waiters are woken. Readers that see an end state
- * (acquire) see the end data. The only lock-free transition is
- * PENDING -> RUNNING (pbl__task_begin), which touches no end data.
+ * (acquire) see the end data. The only lock-free transitions are
+ * PENDING -> RUNNING (pbl__task_begin) and back (pbl__task_unbegin: a
+ * process pool's call that never reached its worker); they touch no end
+ * data.
  *
  * Delivery: whoever ends a task also decides, in the same critical
  * section, who runs its callback: the ender at once (on the loop thread,
@@ -132,6 +134,19 @@ void pbl__task_discard(pbl_task_t *t) {
   task_free(t);
 }
 
+int pbl__task_submit_out(pbl_task_t *t, pbl_task_t **out,
+                         int (*submit)(void *to, pbl_task_t *t), void *to) {
+  if (out != NULL)
+    *out = t;
+  int err = submit != NULL ? submit(to, t) : pbl__loop_submit(t->loop, t);
+  if (err != 0) {
+    if (out != NULL)
+      *out = NULL;
+    pbl__task_discard(t);
+  }
+  return err;
+}
+
 pbl_task_t *pbl_task_retain(pbl_task_t *t) {
   if (!PBL__VALID_TASK(t))
     return NULL;
@@ -151,6 +166,14 @@ bool pbl__task_begin(pbl_task_t *t) {
   return atomic_compare_exchange_strong_explicit(
       &t->state, &expect, PBL_RUNNING, memory_order_acq_rel,
       memory_order_acquire);
+}
+
+bool pbl__task_unbegin(pbl_task_t *t) {
+  uint8_t expect = PBL_RUNNING;
+  return atomic_compare_exchange_strong_explicit(
+             &t->state, &expect, PBL_PENDING, memory_order_acq_rel,
+             memory_order_acquire) ||
+         expect == PBL_PENDING;
 }
 
 /* Stripe lock held. */

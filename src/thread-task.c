@@ -248,15 +248,7 @@ int pbl_thread(pbl_loop_t *pl, pbl_thread_fn fn, void *arg,
   tt->arg = arg;
   QUEUE_INIT(&tt->rq);
   t->u.fn = fn;
-  if (task != NULL)
-    *task = t; /* before submit: a fire-and-forget t may be gone after */
-  err = pbl__loop_submit(pl, t);
-  if (err != 0) {
-    if (task != NULL)
-      *task = NULL;
-    pbl__task_discard(t);
-  }
-  return err;
+  return pbl__task_submit_out(t, task, NULL, NULL);
 }
 
 size_t pbl__thread_task_size(void) {

@@ -51,6 +51,9 @@ static bool len_fits(uint8_t type, uint64_t len) {
     return len >= PBL__WIRE_CALL_PRE(1);
   case PBL__WIRE_FAIL:
     return len >= 8 && len <= 8 + PBL__WIRE_MSG_MAX;
+  case PBL__WIRE_CANCEL:
+  case PBL__WIRE_SKIPPED:
+    return len == 0;
   default:
     return true;
   }
@@ -64,7 +67,7 @@ int pbl__wire_head_decode(const uint8_t in[PBL__WIRE_HEAD], uint64_t max_len,
   h->flags = in[6];
   h->tag = get_u64(in + 8);
   h->len = get_u64(in + 16);
-  if (h->type < PBL__WIRE_CALL || h->type > PBL__WIRE_FAIL)
+  if (h->type < PBL__WIRE_CALL || h->type > PBL__WIRE_SKIPPED)
     return PBL_EPROTO;
   uint8_t allowed = h->type == PBL__WIRE_CALL ? PBL__WIRE_F_LAST : 0;
   if ((h->flags & ~allowed) != 0 || h->len > max_len ||
@@ -227,32 +230,20 @@ void pbl__wire_batch_free(pbl__wire_batch *b) {
 void pbl__wire_batch_reset(pbl__wire_batch *b) {
   b->heads_len = 0;
   b->nparts = 0;
-}
-
-static int grow(void **p, size_t *cap, size_t need, size_t size) {
-  if (need <= *cap)
-    return 0;
-  size_t n = *cap != 0 ? *cap : 4;
-  while (n < need)
-    n *= 2;
-  void *q = pbl__realloc(*p, n * size);
-  if (q == NULL)
-    return UV_ENOMEM;
-  *p = q;
-  *cap = n;
-  return 0;
+  b->size = 0;
 }
 
 /* Appends bytes to the heads buffer, as part of the last inline part. */
 static int put_inline(pbl__wire_batch *b, const void *p, size_t n) {
   if (n == 0)
     return 0;
-  int err = grow((void **)&b->heads, &b->heads_cap, b->heads_len + n, 1);
+  int err =
+      pbl__grow((void **)&b->heads, &b->heads_cap, b->heads_len + n, 1);
   if (err != 0)
     return err;
   pbl__wire_part *last = b->nparts > 0 ? &b->parts[b->nparts - 1] : NULL;
   if (last == NULL || last->data != NULL) {
-    err = grow((void **)&b->parts, &b->parts_cap, b->nparts + 1,
+    err = pbl__grow((void **)&b->parts, &b->parts_cap, b->nparts + 1,
                sizeof(*b->parts));
     if (err != 0)
       return err;
@@ -262,35 +253,42 @@ static int put_inline(pbl__wire_batch *b, const void *p, size_t n) {
   memcpy(b->heads + b->heads_len, p, n);
   b->heads_len += n;
   last->len += n;
+  b->size += n;
   return 0;
 }
 
 static int put_ref(pbl__wire_batch *b, const void *p, size_t n) {
   if (n <= PBL__WIRE_INLINE)
     return put_inline(b, p, n);
-  int err =
-      grow((void **)&b->parts, &b->parts_cap, b->nparts + 1, sizeof(*b->parts));
+  int err = pbl__grow((void **)&b->parts, &b->parts_cap, b->nparts + 1,
+                      sizeof(*b->parts));
   if (err != 0)
     return err;
   b->parts[b->nparts++] = (pbl__wire_part){p, 0, n};
+  b->size += n;
   return 0;
 }
 
+/* Where a frame starts, to take it back. */
+typedef struct {
+  size_t heads_len, nparts, size;
+} mark_t;
+
 /* Appends a head; on failure the batch is as it was. */
 static int put_head(pbl__wire_batch *b, uint8_t type, uint8_t flags,
-                    uint64_t tag, uint64_t len, size_t *mark, size_t *pmark) {
+                    uint64_t tag, uint64_t len, mark_t *m) {
   uint8_t h[PBL__WIRE_HEAD];
   pbl__wire_head_encode(h, &(pbl__wire_head){type, flags, tag, len});
-  *mark = b->heads_len;
-  *pmark = b->nparts;
+  *m = (mark_t){b->heads_len, b->nparts, b->size};
   return put_inline(b, h, sizeof(h));
 }
 
-static int undo(pbl__wire_batch *b, size_t mark, size_t pmark, int err) {
-  b->heads_len = mark;
-  b->nparts = pmark;
-  if (pmark > 0 && b->parts[pmark - 1].data == NULL)
-    b->parts[pmark - 1].len = mark - b->parts[pmark - 1].off;
+static int undo(pbl__wire_batch *b, const mark_t *m, int err) {
+  b->heads_len = m->heads_len;
+  b->nparts = m->nparts;
+  b->size = m->size;
+  if (m->nparts > 0 && b->parts[m->nparts - 1].data == NULL)
+    b->parts[m->nparts - 1].len = m->heads_len - b->parts[m->nparts - 1].off;
   return err;
 }
 
@@ -304,25 +302,25 @@ int pbl__wire_batch_call(pbl__wire_batch *b, uint64_t tag, uint8_t flags,
   pre[0] = (uint8_t)n;
   pre[1] = (uint8_t)(n >> 8);
   memcpy(pre + 2, name, n);
-  size_t mark, pmark;
+  mark_t m;
   int err = put_head(b, PBL__WIRE_CALL, flags & PBL__WIRE_F_LAST, tag,
-                     (uint64_t)pre_len + len, &mark, &pmark);
+                     (uint64_t)pre_len + len, &m);
   if (err == 0)
     err = put_inline(b, pre, pre_len);
   if (err == 0)
     err = put_ref(b, in, len);
-  return err != 0 ? undo(b, mark, pmark, err) : 0;
+  return err != 0 ? undo(b, &m, err) : 0;
 }
 
 int pbl__wire_batch_result(pbl__wire_batch *b, uint64_t tag, const void *out,
                            size_t len) {
   if (out == NULL && len > 0)
     return UV_EINVAL;
-  size_t mark, pmark;
-  int err = put_head(b, PBL__WIRE_RESULT, 0, tag, len, &mark, &pmark);
+  mark_t m;
+  int err = put_head(b, PBL__WIRE_RESULT, 0, tag, len, &m);
   if (err == 0)
     err = put_ref(b, out, len);
-  return err != 0 ? undo(b, mark, pmark, err) : 0;
+  return err != 0 ? undo(b, &m, err) : 0;
 }
 
 int pbl__wire_batch_fail(pbl__wire_batch *b, uint64_t tag, int err, int code,
@@ -335,17 +333,25 @@ int pbl__wire_batch_fail(pbl__wire_batch *b, uint64_t tag, int err, int code,
   uint8_t pre[8];
   put_i32(pre, err);
   put_i32(pre + 4, code);
-  size_t mark, pmark;
-  int e = put_head(b, PBL__WIRE_FAIL, 0, tag, 8 + n, &mark, &pmark);
+  mark_t m;
+  int e = put_head(b, PBL__WIRE_FAIL, 0, tag, 8 + n, &m);
   if (e == 0)
     e = put_inline(b, pre, sizeof(pre));
   if (e == 0)
     e = put_inline(b, msg, n); /* copied: msg may not outlive the call */
-  return e != 0 ? undo(b, mark, pmark, e) : 0;
+  return e != 0 ? undo(b, &m, e) : 0;
+}
+
+int pbl__wire_batch_bare(pbl__wire_batch *b, uint8_t type, uint64_t tag) {
+  if (type != PBL__WIRE_CANCEL && type != PBL__WIRE_SKIPPED)
+    return UV_EINVAL;
+  mark_t m;
+  return put_head(b, type, 0, tag, 0, &m);
 }
 
 int pbl__wire_batch_bufs(pbl__wire_batch *b, uv_buf_t **bufs, size_t *n) {
-  int err = grow((void **)&b->bufs, &b->bufs_cap, b->nparts, sizeof(*b->bufs));
+  int err =
+      pbl__grow((void **)&b->bufs, &b->bufs_cap, b->nparts, sizeof(*b->bufs));
   if (err != 0)
     return err;
   for (size_t i = 0; i < b->nparts; i++) {
@@ -360,9 +366,18 @@ int pbl__wire_batch_bufs(pbl__wire_batch *b, uv_buf_t **bufs, size_t *n) {
   return 0;
 }
 
-size_t pbl__wire_batch_size(const pbl__wire_batch *b) {
-  size_t total = 0;
-  for (size_t i = 0; i < b->nparts; i++)
-    total += b->parts[i].len;
-  return total;
+size_t pbl__wire_bufs_slice(const uv_buf_t *bufs, size_t n, size_t from,
+                            size_t to, uv_buf_t *out) {
+  size_t k = 0, off = 0;
+  for (size_t i = 0; i < n && off < to; off += bufs[i].len, i++) {
+    size_t end = off + bufs[i].len;
+    if (end <= from || bufs[i].len == 0)
+      continue;
+    size_t a = from > off ? from - off : 0;
+    size_t z = to < end ? to - off : bufs[i].len;
+    out[k].base = bufs[i].base + a;
+    out[k].len = z - a;
+    k++;
+  }
+  return k;
 }

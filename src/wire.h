@@ -22,10 +22,19 @@
  *   FAIL   i32 end code (PBL_EFAILED, PBL_ENOFUNC or UV_ENOMEM), i32 the
  *          code given to pbl_fail (or the function's return value), then
  *          the message (no NUL).
+ *   CANCEL (parent to worker) none: drop the call `tag` if it has not
+ *          started.
+ *   SKIPPED (worker to parent) none: the call `tag` was dropped on a
+ *          CANCEL before it started; its function never ran.
  *
  * One channel carries any number of calls (a pool's worker serves many;
  * a one-shot worker gets one call flagged LAST and exits after its
- * answer); the tag matches answers to calls.
+ * answer); the tag matches answers to calls. A worker answers its calls
+ * in order, every call once (RESULT, FAIL or SKIPPED), except that a
+ * SKIPPED comes as soon as the CANCEL is read: always before the answer
+ * of the call just before the skipped one. A CANCEL for a call that has
+ * started or was answered is ignored. Version 2 added CANCEL and
+ * SKIPPED.
  *
  * The reader is plain C over a byte stream, so libuv's read callbacks,
  * the worker's blocking read() and the fuzzer all drive the same code. It
@@ -48,7 +57,7 @@
 
 #include <uv.h>
 
-#define PBL__WIRE_VERSION 1
+#define PBL__WIRE_VERSION 2
 #define PBL__WIRE_HEAD 24
 #define PBL__WIRE_NAME_MAX 255  /* bytes of a function name */
 #define PBL__WIRE_MSG_MAX 65536 /* bytes of a failure message */
@@ -60,8 +69,15 @@
 enum pbl__wire_type {
   PBL__WIRE_CALL = 1,
   PBL__WIRE_RESULT = 2,
-  PBL__WIRE_FAIL = 3
+  PBL__WIRE_FAIL = 3,
+  PBL__WIRE_CANCEL = 4,
+  PBL__WIRE_SKIPPED = 5
 };
+
+/* An answer that ends a call by running it: RESULT or FAIL. */
+static inline bool pbl__wire_ran(uint8_t type) {
+  return type == PBL__WIRE_RESULT || type == PBL__WIRE_FAIL;
+}
 
 enum {
   PBL__WIRE_F_LAST = 1 /* CALL: the worker exits after answering */
@@ -144,6 +160,7 @@ typedef struct pbl__wire_part {
 
 typedef struct pbl__wire_batch {
   uv_write_t req; /* free for the caller's uv_write */
+  size_t size;    /* bytes in the batch */
   uint8_t *heads;
   size_t heads_len, heads_cap;
   pbl__wire_part *parts;
@@ -166,11 +183,20 @@ int pbl__wire_batch_result(pbl__wire_batch *b, uint64_t tag, const void *out,
 /* msg may be NULL; it is cut at PBL__WIRE_MSG_MAX bytes. */
 int pbl__wire_batch_fail(pbl__wire_batch *b, uint64_t tag, int err, int code,
                          const char *msg);
+/* A frame without payload: CANCEL or SKIPPED. Returns 0, UV_EINVAL or
+ * UV_ENOMEM. */
+int pbl__wire_batch_bare(pbl__wire_batch *b, uint8_t type, uint64_t tag);
 /* The batch as buffers for one uv_write() or writev() (uv_buf_t is
  * struct iovec's layout on Unix). Valid until the batch changes. Returns
  * 0 or UV_ENOMEM. */
 int pbl__wire_batch_bufs(pbl__wire_batch *b, uv_buf_t **bufs, size_t *n);
 /* Total bytes in the batch. */
-size_t pbl__wire_batch_size(const pbl__wire_batch *b);
+static inline size_t pbl__wire_batch_size(const pbl__wire_batch *b) {
+  return b->size;
+}
+/* bytes [from, to) of the buffers bufs[0..n) as buffers in out (room for
+ * n). Returns how many. */
+size_t pbl__wire_bufs_slice(const uv_buf_t *bufs, size_t n, size_t from,
+                            size_t to, uv_buf_t *out);
 
 #endif /* PBL_WIRE_H */

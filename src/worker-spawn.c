@@ -66,6 +66,17 @@ int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd) {
   }
 }
 
+char *pbl__worker_exit_words(int pid, int64_t status, int sig) {
+  char who[96];
+  if (status == 0 && sig == 0) { /* a clean exit is no reason of its own */
+    snprintf(who, sizeof(who),
+             "worker %d exited with status 0 without sending a result", pid);
+    return pbl__strdup(who);
+  }
+  snprintf(who, sizeof(who), "worker %d", pid);
+  return pbl__exit_words(who, status, sig);
+}
+
 pbl__failure *pbl__wire_failure(const pbl__wire_fail *f) {
   pbl__failure *fl = pbl__malloc(sizeof(*fl) + f->msg_len + 1);
   if (fl == NULL)

@@ -7,6 +7,19 @@
  * exits 0 after a call flagged LAST or at a clean end of the channel, and
  * PBL__WORKER_EXIT_PROTO if the parent sent garbage.
  *
+ * Calls queue up as they are read, and before it starts the next call the
+ * worker reads what the channel already holds, without blocking (up to
+ * READ_AHEAD bytes of queued input). A CANCEL read then drops its call if
+ * it has not started and is answered SKIPPED at once; the answer of the
+ * call just run is written after those, so that a parent that gets it
+ * knows whether the next call was dropped or is starting (wire.h). That
+ * look costs a system call; after a read less than FRESH_NS ago it is
+ * skipped (trivial calls run many per read: one recv() each took 15 % of
+ * a pool's throughput), so a CANCEL that reached the worker less than
+ * FRESH_NS before its call would start may come too late -- as one that
+ * arrives just after the look always may: then the parent kills the
+ * worker when it gets to that call (ppool.h).
+ *
  * Plain blocking I/O: the worker has nothing else to do. Before any
  * function runs, every fd but stdio and the channel is closed (nothing
  * the parent leaked reaches the task), the channel is made close-on-exec
@@ -37,9 +50,28 @@ typedef struct {
   char *msg;
 } worker_run;
 
+/* Input held before it runs, beyond which the worker stops reading ahead
+ * (a parent may send many large calls at once). */
+#define READ_AHEAD ((size_t)4 << 20)
+/* A read this recent makes the look before the next call unnecessary. */
+#define FRESH_NS 50000u
+
+/* A call read and not yet started. */
+typedef struct call {
+  struct call *next;
+  uint64_t tag;
+  uint8_t flags;
+  pbl__wire_call c;
+  void *payload;
+  size_t len;
+} call;
+
 typedef struct {
   int fd;
-  pbl__wire_batch out;
+  pbl__wire_batch out; /* answers not yet written */
+  call *head, **tail;  /* calls read, in order */
+  size_t held;         /* their payload bytes */
+  uint64_t read_ns;    /* uv_hrtime() of the last read */
 } worker;
 
 static void run_fail(pbl__run_ctx *c, int code, const char *msg) {
@@ -120,63 +152,171 @@ static int flush(worker *w) {
   return 0;
 }
 
-/* Runs one call and queues its answer. */
-static int answer(worker *w, uint64_t tag, const pbl__wire_call *call,
-                  void *payload) {
-  pbl_process_fn fn = pbl__registry_find(call->name);
+/* What a call gave, until its answer is written. */
+typedef struct {
+  pbl_buf out;  /* RESULT: malloc'd by the function */
+  char *msg;    /* FAIL: pbl_fail's words, or NULL */
+  int err;      /* 0: RESULT; else FAIL's end code */
+  int code;
+  char generic[PBL__WIRE_NAME_MAX + 96];
+} outcome;
+
+/* Runs one call; frees its input. */
+static void run_call(call *c, outcome *o) {
+  memset(o, 0, sizeof(*o));
+  pbl_process_fn fn = pbl__registry_find(c->c.name);
   if (fn == NULL) {
-    char msg[PBL__WIRE_NAME_MAX + 96];
-    snprintf(msg, sizeof(msg),
+    snprintf(o->generic, sizeof(o->generic),
              "process function \"%s\" is not registered in the worker",
-             call->name);
-    pbl__free(payload);
-    return pbl__wire_batch_fail(&w->out, tag, PBL_ENOFUNC, 0, msg);
+             c->c.name);
+    o->err = PBL_ENOFUNC;
+    return;
   }
   worker_run r = {{run_fail, run_cancelled, NULL}, false, 0, NULL};
-  pbl_buf out = {NULL, 0};
   pbl__run_ctx *prev = pbl__run_enter(&r.ctx);
-  int rc = fn(call->in, call->in_len, &out);
+  int rc = fn(c->c.in, c->c.in_len, &o->out);
   pbl__run_leave(prev);
-  char generic[PBL__WIRE_NAME_MAX + 64]; /* the name lives in the payload */
-  snprintf(generic, sizeof(generic), "process function %s failed (returned %d)",
-           call->name, rc);
-  pbl__free(payload); /* the input: not kept beside the output */
-  int err;
+  /* The name lives in the payload: worded before the input goes. */
+  snprintf(o->generic, sizeof(o->generic),
+           "process function %s failed (returned %d)", c->c.name, rc);
+  pbl__free(c->payload); /* the input: not kept beside the output */
+  c->payload = NULL;
+  o->msg = r.msg; /* NULL unless pbl_fail was called */
   if (r.failed || rc != 0) {
-    err =
-        pbl__wire_batch_fail(&w->out, tag, PBL_EFAILED, r.failed ? r.code : rc,
-                             r.msg != NULL ? r.msg : generic);
-  } else if (out.data == NULL && out.len > 0) {
-    err = pbl__wire_batch_fail(&w->out, tag, PBL_EFAILED, 0,
-                               "process function gave a length without data");
-  } else {
-    err = pbl__wire_batch_result(&w->out, tag, out.data, out.len);
-    if (err == 0)
-      err = flush(w); /* before out.data goes */
+    o->err = PBL_EFAILED;
+    o->code = r.failed ? r.code : rc;
+  } else if (o->out.data == NULL && o->out.len > 0) {
+    o->err = PBL_EFAILED;
+    snprintf(o->generic, sizeof(o->generic),
+             "process function gave a length without data");
   }
-  pbl__free(r.msg);
-  free(out.data); /* malloc'd by the function */
-  return err;
+}
+
+/* Queues the answer. It references o's output: flush before it goes. */
+static int put_answer(worker *w, uint64_t tag, const outcome *o) {
+  if (o->err == 0)
+    return pbl__wire_batch_result(&w->out, tag, o->out.data, o->out.len);
+  return pbl__wire_batch_fail(&w->out, tag, o->err, o->code,
+                              o->msg != NULL ? o->msg : o->generic);
+}
+
+static void outcome_free(outcome *o) {
+  pbl__free(o->msg);
+  free(o->out.data); /* malloc'd by the function */
+}
+
+static void call_free(worker *w, call *c) {
+  w->held -= c->len;
+  pbl__free(c->payload);
+  pbl__free(c);
+}
+
+/* A CANCEL: its call, if it has not started, is dropped and answered. */
+static int cancel(worker *w, uint64_t tag) {
+  for (call **pp = &w->head; *pp != NULL; pp = &(*pp)->next) {
+    call *c = *pp;
+    if (c->tag != tag)
+      continue;
+    *pp = c->next;
+    if (w->tail == &c->next)
+      w->tail = pp;
+    call_free(w, c);
+    return pbl__wire_batch_bare(&w->out, PBL__WIRE_SKIPPED, tag);
+  }
+  return 0; /* started or answered already: too late */
 }
 
 static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   worker *w = ctx;
-  pbl__wire_call call;
+  if (h->type == PBL__WIRE_CANCEL) {
+    pbl__free(payload);
+    return cancel(w, h->tag);
+  }
+  pbl__wire_call parsed;
   if (h->type != PBL__WIRE_CALL ||
-      pbl__wire_call_parse(payload, (size_t)h->len, &call) != 0) {
+      pbl__wire_call_parse(payload, (size_t)h->len, &parsed) != 0) {
     pbl__free(payload);
     return PBL_EPROTO;
   }
-  int err = answer(w, h->tag, &call, payload);
-  if (err == 0)
-    err = flush(w);
-  if (err == UV_EPIPE || err == UV_ECONNRESET)
-    exit(0); /* the parent is gone: nobody to answer */
-  if (err != 0)
-    return err;
-  if (h->flags & PBL__WIRE_F_LAST)
-    exit(0); /* exit(), not _exit(): the task's stdio buffers flush */
+  call *c = pbl__malloc(sizeof(*c));
+  if (c == NULL) {
+    pbl__free(payload);
+    return UV_ENOMEM;
+  }
+  c->c = parsed;
+  c->next = NULL;
+  c->tag = h->tag;
+  c->flags = h->flags;
+  c->payload = payload;
+  c->len = (size_t)h->len;
+  *w->tail = c;
+  w->tail = &c->next;
+  w->held += c->len;
   return 0;
+}
+
+/* Feeds what one read got; dies on garbage. */
+static void feed(pbl__wire_reader *rd, size_t n) {
+  int err = pbl__wire_reader_feed(rd, n);
+  if (err == PBL_EPROTO)
+    die(PBL__WORKER_EXIT_PROTO, "the parent sent malformed data");
+  if (err != 0)
+    die(PBL__WORKER_EXIT_SETUP, pbl_strerror(err));
+}
+
+/* The channel ended: only between frames is that clean. */
+static void channel_ended(pbl__wire_reader *rd) {
+  if (!pbl__wire_reader_idle(rd))
+    die(PBL__WORKER_EXIT_PROTO, "the channel broke in the middle of a call");
+}
+
+/* Writes the answers queued; a parent gone means nobody to answer. */
+static void flush_or_exit(worker *w) {
+  int err = flush(w);
+  if (err == UV_EPIPE || err == UV_ECONNRESET)
+    exit(0);
+  if (err != 0)
+    die(PBL__WORKER_EXIT_SETUP, pbl_strerror(err));
+}
+
+/* Reads what the channel holds now (at most READ_AHEAD of queued input),
+ * without blocking. Returns false at the channel's end. */
+static bool read_ahead(worker *w, pbl__wire_reader *rd) {
+  uint64_t now = uv_hrtime();
+  if (now - w->read_ns < FRESH_NS)
+    return true;
+  w->read_ns = now;
+  while (w->held < READ_AHEAD) {
+    char *base;
+    size_t len;
+    pbl__wire_reader_buf(rd, &base, &len);
+    ssize_t n = recv(w->fd, base, len, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return true;
+    if (n <= 0)
+      return false;
+    feed(rd, (size_t)n);
+  }
+  return true;
+}
+
+/* Blocks until something arrives. Returns false at the channel's end. */
+static bool read_some(worker *w, pbl__wire_reader *rd) {
+  for (;;) {
+    char *base;
+    size_t len;
+    pbl__wire_reader_buf(rd, &base, &len);
+    ssize_t n = read(w->fd, base, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    w->read_ns = uv_hrtime();
+    feed(rd, (size_t)n);
+    return true;
+  }
 }
 
 /* Started with the worker argument: glibc hands constructors the
@@ -204,27 +344,41 @@ static void serve(long parent) {
   serving = true;
   setup(parent);
   worker w = {.fd = PBL__WORKER_FD};
+  w.tail = &w.head;
   pbl__wire_batch_init(&w.out);
   pbl__wire_reader rd;
   if (pbl__wire_reader_init(&rd, (uint64_t)PTRDIFF_MAX, on_frame, &w) != 0)
     die(PBL__WORKER_EXIT_SETUP, "out of memory");
+  bool open = true;
   for (;;) {
-    char *base;
-    size_t len;
-    pbl__wire_reader_buf(&rd, &base, &len);
-    ssize_t n = read(w.fd, base, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0) {
-      if (n == 0 && pbl__wire_reader_idle(&rd))
+    if (w.head == NULL) { /* nothing to run: answer, then wait */
+      flush_or_exit(&w);
+      if (!open || !read_some(&w, &rd)) {
+        channel_ended(&rd);
         exit(0); /* the parent closed the channel between calls */
-      die(PBL__WORKER_EXIT_PROTO, "the channel broke in the middle of a call");
+      }
+      continue;
     }
-    int err = pbl__wire_reader_feed(&rd, (size_t)n);
-    if (err == PBL_EPROTO)
-      die(PBL__WORKER_EXIT_PROTO, "the parent sent malformed data");
+    call *c = w.head;
+    w.head = c->next;
+    if (w.head == NULL)
+      w.tail = &w.head;
+    outcome o;
+    run_call(c, &o);
+    /* CANCELs that came meanwhile: their SKIPPED go before this answer. */
+    if (open && !(c->flags & PBL__WIRE_F_LAST) && !read_ahead(&w, &rd)) {
+      channel_ended(&rd); /* the calls read are still answered */
+      open = false;
+    }
+    int err = put_answer(&w, c->tag, &o);
     if (err != 0)
       die(PBL__WORKER_EXIT_SETUP, pbl_strerror(err));
+    flush_or_exit(&w); /* before o's output goes */
+    outcome_free(&o);
+    bool last = c->flags & PBL__WIRE_F_LAST;
+    call_free(&w, c);
+    if (last)
+      exit(0); /* exit(), not _exit(): the task's stdio buffers flush */
   }
 }
 

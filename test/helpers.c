@@ -2,8 +2,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 /* Entries of a /proc directory, but . and .. */
 static size_t count_entries(const char *path) {
@@ -34,6 +37,40 @@ void pbl_test_assert_no_children(void) {
   if (pid == 0)
     fail_msg("a child process is still running");
   assert_int_equal(errno, ECHILD);
+}
+
+const char *pbl_test_fixture_path(void) {
+  static char path[4096];
+  const char *env = getenv("PBL_TEST_FIXTURE");
+  if (env != NULL && env[0] != '\0')
+    return env;
+  size_t n = sizeof(path);
+  if (uv_exepath(path, &n) == 0) {
+    char *slash = strrchr(path, '/');
+    const char name[] = "worker-fixture";
+    if (slash != NULL &&
+        (size_t)(slash + 1 - path) + sizeof(name) <= sizeof(path)) {
+      memcpy(slash + 1, name, sizeof(name));
+      if (access(path, X_OK) == 0)
+        return path;
+    }
+  }
+  print_message("PBL_TEST_FIXTURE is not set and no worker-fixture is next "
+                "to this program: skipped (run it with meson test)\n");
+  skip();
+  return NULL; /* not reached */
+}
+
+bool pbl_test_pid_gone(void *pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/stat", *(int *)pid);
+  FILE *fp = fopen(path, "r");
+  if (fp == NULL)
+    return true;
+  bool dead =
+      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
+  fclose(fp);
+  return dead;
 }
 
 /* libuv opens process-wide fds once (its signal pipe, at the first

@@ -35,6 +35,16 @@ size_t pbl_test_count_threads(void);
 /* 0 if this process has no child at all; else asserts. */
 void pbl_test_assert_no_children(void);
 
+/* The worker fixture program (test/worker-fixture.c): $PBL_TEST_FIXTURE
+ * (meson sets it), else the worker-fixture next to this test program.
+ * Skips the calling test (cmocka skip(), with a message) if neither
+ * exists, e.g. a test program run by hand from another directory. */
+const char *pbl_test_fixture_path(void);
+
+/* true once process *(int *)pid is gone or a zombie (dead, not yet
+ * reaped); a predicate for pbl_test_run_until. */
+bool pbl_test_pid_gone(void *pid);
+
 /* Runs the loop until pred(arg) is true, at most timeout_ms; a guard
  * timer keeps the loop polling meanwhile. Returns pred's final value. */
 bool pbl_test_run_until(uv_loop_t *loop, bool (*pred)(void *arg), void *arg,

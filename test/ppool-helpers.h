@@ -4,7 +4,9 @@
 #define PBL_TEST_PPOOL_HELPERS_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pool-helpers.h"
 #include "process-fns.h"
@@ -38,6 +40,29 @@ static inline pbl_task_t *submit(pbl_pool_t *p, pbl_process_fn fn,
 static inline pbl_task_t *submit_ms(pbl_pool_t *p, uint32_t ms,
                                     const pbl_task_opts *o) {
   return submit(p, fn_sleep_ms, &ms, sizeof(ms), o);
+}
+
+/* An input for fn_sleep_touch: sleep ms, then create path ("": none). */
+typedef struct {
+  uint32_t ms;
+  char path[124];
+} sleep_touch_in;
+
+static inline pbl_buf sleep_touch(sleep_touch_in *in, uint32_t ms,
+                                  const char *path) {
+  in->ms = ms;
+  snprintf(in->path, sizeof(in->path), "%s", path);
+  return (pbl_buf){in, sizeof(in->ms) + strlen(in->path) + 1};
+}
+
+/* A file name of this test program's own under /tmp, removed. */
+static inline void test_path(char *buf, size_t len, const char *what) {
+  snprintf(buf, len, "/tmp/pbl-test-%ld-%s", (long)getpid(), what);
+  (void)unlink(buf);
+}
+
+static inline bool file_exists(const char *path) {
+  return access(path, F_OK) == 0;
 }
 
 /* The pid fn_pid returned. */

@@ -252,6 +252,22 @@ int fn_sleep_ms(const void *in, size_t len, pbl_buf *out) {
 }
 PBL_PROCESS_FN(fn_sleep_ms);
 
+int fn_sleep_touch(const void *in, size_t len, pbl_buf *out) {
+  uint32_t ms = 0;
+  if (len >= sizeof(ms))
+    memcpy(&ms, in, sizeof(ms));
+  usleep((useconds_t)ms * 1000);
+  const char *path = (const char *)in + sizeof(ms);
+  if (len > sizeof(ms) + 1 && memchr(path, '\0', len - sizeof(ms)) != NULL) {
+    FILE *fp = fopen(path, "w");
+    if (fp == NULL)
+      return 1;
+    fclose(fp);
+  }
+  return fn_pid(NULL, 0, out);
+}
+PBL_PROCESS_FN(fn_sleep_touch);
+
 /* What the initializer was given, for the tasks to return. */
 static char *init_seen;
 static size_t init_seen_len;

@@ -54,6 +54,10 @@ int fn_init_seen(const void *in, size_t len, pbl_buf *out);
 int fn_init_fail(const void *in, size_t len, pbl_buf *out);
 /* Runs `sh -c "exit 7"` and returns its exit status as an int32_t. */
 int fn_run_child(const void *in, size_t len, pbl_buf *out);
+/* Sleeps the input's first u32 in ms, then creates the file named by the
+ * rest of the input (NUL-terminated; none if empty), returns the worker's
+ * pid as an int32_t: proof that the function ran, and where. */
+int fn_sleep_touch(const void *in, size_t len, pbl_buf *out);
 /* Echoes a u32 input; an odd one fails with pbl_fail(v, "odd v"). */
 int fn_fail_odd(const void *in, size_t len, pbl_buf *out);
 

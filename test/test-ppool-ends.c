@@ -1,6 +1,7 @@
 /* Process pools: how tasks end when their worker does not answer --
  * timeouts, cancels, workers that die, malformed data -- and what the pool
  * does next. Pebble's process-pool scenarios by number (PEBBLE.md §3). */
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,22 +61,34 @@ static void test_cancel_running(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* A task cancelled while it waits on a worker behind another: the one
- * before it finishes; the worker is killed when it gets to it. */
+/* A task cancelled while it waits on a worker behind another never
+ * runs: the worker drops it before it starts, and is not killed: the task
+ * before it and the next one finish on it. */
 static void test_cancel_pipelined(void **state) {
   F(state);
+  char path[64];
+  test_path(path, sizeof(path), "skipped");
   pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  sleep_touch_in in;
+  pbl_buf b_in = sleep_touch(&in, 0, path);
   pbl_task_t *a = submit_ms(p, 300, NULL);
-  pbl_task_t *b = submit(p, fn_sleep, NULL, 0, NULL);
+  pbl_task_t *b = submit(p, fn_sleep_touch, b_in.data, b_in.len, NULL);
+  pbl_task_t *d = submit(p, fn_pid, NULL, 0, NULL);
   assert_true(pbl_test_run_until(&f->uv, task_running, a, 30000));
   assert_int_equal(pbl_task_state_of(b), PBL_PENDING);
   assert_int_equal(pbl_task_cancel(b), 0);
-  pbl_task_t *d = submit(p, fn_pid, NULL, 0, NULL);
   run_dry(f);
   assert_int_equal(pbl_task_error(a), 0);
   assert_int_equal(pbl_task_state_of(b), PBL_CANCELLED);
+  assert_false(file_exists(path)); /* its function never ran */
   assert_int_equal(pbl_task_error(d), 0);
-  assert_int_not_equal(pbl_task_pid(a), pid_result(d));
+  assert_int_equal(pbl_task_pid(a), pid_result(d)); /* nobody was killed */
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.respawned, 0);
+  assert_int_equal(st.cancelled, 1);
+  assert_int_equal(st.done, 2);
+  unlink(path);
   pbl_task_release(a);
   pbl_task_release(b);
   pbl_task_release(d);
@@ -157,6 +170,46 @@ static void test_killed_from_outside(void **state) {
   pool_free_and_run(f, p);
 }
 
+typedef struct {
+  pbl_pool_t *p;
+  pbl_task_t *second;
+  int pid;
+} idle_kill;
+
+/* The first task's callback: its worker, idle now, is killed from
+ * outside; a task is sent before the loop saw the death. */
+static void kill_then_submit(pbl_task_t *t, void *data) {
+  idle_kill *k = data;
+  k->pid = pbl_task_pid(t);
+  assert_int_equal(kill(k->pid, SIGKILL), 0);
+  uint64_t t0 = uv_hrtime();
+  while (!pbl_test_pid_gone(&k->pid) && uv_hrtime() - t0 < 10000000000ull)
+    sched_yield(); /* the kernel's kill, not the loop: nothing to run */
+  k->second = submit(k->p, fn_pid, NULL, 0, NULL);
+}
+
+/* An idle worker killed from outside takes no task with it: a task sent
+ * to it before the loop learnt of the death never reached it, and runs on
+ * the next worker. */
+static void test_idle_worker_killed(void **state) {
+  F(state);
+  idle_kill k = {new_ppool_n(f, 1, 0), NULL, 0};
+  pbl_task_opts o = {.on_done = kill_then_submit, .data = &k};
+  pbl_task_t *first = submit(k.p, fn_pid, NULL, 0, &o);
+  run_dry(f);
+  assert_non_null(k.second);
+  assert_int_equal(pbl_task_error(first), 0);
+  assert_int_equal(pbl_task_state_of(k.second), PBL_DONE);
+  assert_int_not_equal(pid_result(k.second), k.pid);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(k.p, &st), 0);
+  assert_int_equal(st.expired, 0);
+  assert_int_equal(st.done, 2);
+  pbl_task_release(first);
+  pbl_task_release(k.second);
+  pool_free_and_run(f, k.p);
+}
+
 /* A worker that writes garbage: its task fails with PBL_EPROTO, the
  * worker is killed, the pool goes on. */
 static void test_malformed_answer(void **state) {
@@ -234,6 +287,36 @@ static void test_initializer_crashes(void **state) {
   pool_free_and_run(f, p);
 }
 
+/* An initializer that hangs: past init_timeout_ms its worker is killed
+ * and the waiting tasks fail as for a failing initializer; no worker
+ * starts again until a task arrives (then it times out again). */
+static void test_initializer_times_out(void **state) {
+  F(state);
+  pbl_pool_opts o = {.workers = 1, .process_init = fn_sleep,
+                     .init_timeout_ms = 200, .kill_grace_ms = 100};
+  pbl_pool_t *p = new_ppool(f, &o);
+  for (int round = 0; round < 2; round++) {
+    pbl_task_t *t[2];
+    for (int i = 0; i < 2; i++)
+      t[i] = submit(p, fn_pid, NULL, 0, NULL);
+    assert_true(pbl_test_run_until(&f->uv, task_ended, t[1], 20000));
+    for (int i = 0; i < 2; i++) {
+      assert_int_equal(pbl_task_state_of(t[i]), PBL_FAILED);
+      assert_int_equal(pbl_task_error(t[i]), PBL_EFAILED);
+      assert_string_equal(pbl_task_message(t[i]),
+                          "initializer timed out after 200 ms");
+      pbl_task_release(t[i]);
+    }
+    run_dry(f); /* the hung worker is reaped; nothing starts again */
+    pbl_pool_stats_t st;
+    assert_int_equal(pbl_pool_stats(p, &st), 0);
+    assert_int_equal(st.workers, 0);
+    assert_int_equal(st.failed, 2 * (round + 1));
+    assert_int_equal(st.respawned, (uint64_t)round); /* the second round's */
+  }
+  pool_free_and_run(f, p);
+}
+
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   pool_test_warm_up();
@@ -250,6 +333,8 @@ int main(int argc, char **argv) {
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_killed_from_outside, pool_setup,
                                       pool_teardown),
+      cmocka_unit_test_setup_teardown(test_idle_worker_killed, pool_setup,
+                                      pool_teardown),
       cmocka_unit_test_setup_teardown(test_malformed_answer, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_dying_at_start_backs_off,
@@ -257,6 +342,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_cannot_start, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_initializer_crashes, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_initializer_times_out, pool_setup,
                                       pool_teardown),
   };
   return cmocka_run_group_tests_name("ppool-ends", tests, NULL, NULL);

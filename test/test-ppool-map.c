@@ -139,26 +139,34 @@ static void test_timeout_per_chunk(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 36, done per item: a cancel ends only that item; the items
- * after it in the chunk still run (on a new worker: the old one was
- * killed when it reached the cancelled item). */
+/* Scenario 36, done per item: a cancel ends only that item; it never
+ * runs (its worker drops it before it starts), and the items after it in
+ * its chunk still run on the same worker: nobody is killed. */
 static void test_cancel_one(void **state) {
   F(state);
+  char path[64];
+  test_path(path, sizeof(path), "chunk-skipped");
   pbl_pool_t *p = new_ppool_n(f, 1, 0);
-  uint32_t ms[4] = {200, 10, 10, 10};
+  sleep_touch_in st_in[4];
   pbl_buf in[4];
   for (int i = 0; i < 4; i++)
-    in[i] = (pbl_buf){&ms[i], sizeof(ms[i])};
+    in[i] = sleep_touch(&st_in[i], i == 0 ? 200 : 10, i == 2 ? path : "");
   pbl_task_t *t[4];
-  assert_int_equal(pbl_pool_map_process(p, fn_sleep_ms, in, 4, 4, NULL, t), 0);
+  assert_int_equal(
+      pbl_pool_map_process(p, fn_sleep_touch, in, 4, 4, NULL, t), 0);
   assert_true(pbl_test_run_until(&f->uv, task_running, t[0], 30000));
   assert_int_equal(pbl_task_cancel(t[2]), 0);
   run_dry(f);
   assert_int_equal(pbl_task_error(t[0]), 0);
   assert_int_equal(pbl_task_error(t[1]), 0);
   assert_int_equal(pbl_task_state_of(t[2]), PBL_CANCELLED);
+  assert_false(file_exists(path));
   assert_int_equal(pbl_task_error(t[3]), 0);
-  assert_int_not_equal(pbl_task_pid(t[3]), pbl_task_pid(t[0]));
+  assert_int_equal(pid_result(t[3]), pid_result(t[0]));
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.respawned, 0);
+  unlink(path);
   for (int i = 0; i < 4; i++)
     pbl_task_release(t[i]);
   pool_free_and_run(f, p);
@@ -167,18 +175,27 @@ static void test_cancel_one(void **state) {
 /* A worker dying in the middle of a chunk expires the item it ran; the
  * rest of the chunk is requeued, not failed. */
 static int chunk_fn(const void *in, size_t len, pbl_buf *out) {
-  if (len == 1 && *(const char *)in == 'x')
+  if (len >= 1 && *(const char *)in == 'x')
     return fn_exit3(in, len, out);
   return fn_pid(in, len, out);
 }
 PBL_PROCESS_FN(chunk_fn);
 
-static void test_death_mid_chunk(void **state) {
-  F(state);
+/* Inputs of len bytes each; the worker dies on the second. */
+static void death_mid_chunk(pbl_test_fixture *f, size_t len) {
   pbl_pool_t *p = new_ppool_n(f, 1, 0);
-  pbl_buf in[4] = {{"a", 1}, {"x", 1}, {"b", 1}, {"c", 1}};
+  char *bytes[4];
+  pbl_buf in[4];
+  for (int i = 0; i < 4; i++) {
+    bytes[i] = malloc(len);
+    assert_non_null(bytes[i]);
+    memset(bytes[i], i == 1 ? 'x' : 'a', len);
+    in[i] = (pbl_buf){bytes[i], len};
+  }
   pbl_task_t *t[4];
   assert_int_equal(pbl_pool_map_process(p, chunk_fn, in, 4, 4, NULL, t), 0);
+  for (int i = 0; i < 4; i++)
+    free(bytes[i]);
   run_dry(f);
   assert_int_equal(pbl_task_error(t[0]), 0);
   assert_int_equal(pbl_task_state_of(t[1]), PBL_EXPIRED);
@@ -188,9 +205,27 @@ static void test_death_mid_chunk(void **state) {
   assert_int_equal(pbl_task_error(t[3]), 0);
   assert_int_not_equal(pid_result(t[2]), pid_result(t[0]));
   assert_int_equal(pid_result(t[2]), pid_result(t[3]));
+  pbl_pool_stats_t st; /* the item that killed it ran once */
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.respawned, 1);
+  assert_int_equal(st.expired, 1);
   for (int i = 0; i < 4; i++)
     pbl_task_release(t[i]);
   pool_free_and_run(f, p);
+}
+
+static void test_death_mid_chunk(void **state) {
+  F(state);
+  death_mid_chunk(f, 1);
+}
+
+/* The same with inputs larger than the channel's socket holds: the chunk
+ * is written part now, part in the background, and the worker dies while
+ * the write is under way. The item it ran still expires, once: it is
+ * known to have reached the worker. */
+static void test_death_mid_big_chunk(void **state) {
+  F(state);
+  death_mid_chunk(f, (size_t)1 << 20);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, pool_setup, pool_teardown)
@@ -202,6 +237,7 @@ int main(int argc, char **argv) {
       T(test_order_and_chunks), T(test_edges),
       T(test_error_item),       T(test_timeout_per_chunk),
       T(test_cancel_one),       T(test_death_mid_chunk),
+      T(test_death_mid_big_chunk),
   };
   return cmocka_run_group_tests_name("ppool-map", tests, NULL, NULL);
 }

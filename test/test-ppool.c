@@ -197,6 +197,8 @@ static void test_bad_arguments(void **state) {
   assert_int_equal(pbl_process_pool_new(f->pl, &bad, &p), UV_EINVAL);
   bad = (pbl_pool_opts){.worker_path = ""};
   assert_int_equal(pbl_process_pool_new(f->pl, &bad, &p), UV_EINVAL);
+  bad = (pbl_pool_opts){.init_timeout_ms = -1};
+  assert_int_equal(pbl_process_pool_new(f->pl, &bad, &p), UV_EINVAL);
   bad = (pbl_pool_opts){.process_init = not_registered};
   assert_int_equal(pbl_process_pool_new(f->pl, &bad, &p), PBL_ENOFUNC);
   assert_null(p);
@@ -223,8 +225,7 @@ static void test_bad_arguments(void **state) {
 /* worker_path: the pool's workers run another program. */
 static void test_worker_path(void **state) {
   F(state);
-  pbl_pool_opts o = {.workers = 1, .worker_path = getenv("PBL_TEST_FIXTURE")};
-  assert_non_null(o.worker_path);
+  pbl_pool_opts o = {.workers = 1, .worker_path = pbl_test_fixture_path()};
   pbl_pool_t *p = new_ppool(f, &o);
   pbl_task_t *t = submit(p, fn_hello, NULL, 0, NULL);
   pbl_task_t *u = submit(p, fn_echo, "x", 1, NULL); /* not in the fixture */

@@ -136,19 +136,6 @@ static void test_ignoring_term_timeout(void **state) {
   pbl_task_release(t);
 }
 
-/* /proc/<pid> is gone, or only a zombie of another parent is left. */
-static bool gone(void *arg) {
-  char path[64], line[256];
-  snprintf(path, sizeof(path), "/proc/%d/stat", *(int *)arg);
-  FILE *fp = fopen(path, "r");
-  if (fp == NULL)
-    return true;
-  bool dead =
-      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
-  fclose(fp);
-  return dead;
-}
-
 /* The worker's own child ignores SIGTERM and holds the channel open; a
  * cancel kills it too, after the grace. */
 static void test_grandchild_dies(void **state) {
@@ -170,7 +157,7 @@ static void test_grandchild_dies(void **state) {
   /* The worker died of SIGTERM at once; its child got SIGKILL when the
    * grace ran out, and the task held its loop until then. */
   assert_true(uv_hrtime() - cancelled >= AT_LEAST_GRACE);
-  assert_true(pbl_test_run_until(&f->uv, gone, &gpid, 60000));
+  assert_true(pbl_test_run_until(&f->uv, pbl_test_pid_gone, &gpid, 60000));
   assert_int_equal(pbl_task_state_of(t), PBL_CANCELLED);
   pbl_task_release(t);
 }

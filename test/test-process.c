@@ -146,8 +146,7 @@ static void test_unregistered(void **state) {
                    PBL_ENOFUNC);
   assert_null(t);
   /* Registered here, not in the worker program. */
-  pbl_task_opts o = {.worker_path = getenv("PBL_TEST_FIXTURE")};
-  assert_non_null(o.worker_path);
+  pbl_task_opts o = {.worker_path = pbl_test_fixture_path()};
   t = run(f, fn_echo, "a", 1, &o);
   assert_int_equal(pbl_task_state_of(t), PBL_FAILED);
   assert_int_equal(pbl_task_error(t), PBL_ENOFUNC);
@@ -177,7 +176,7 @@ static void test_worker_path(void **state) {
   assert_memory_equal(p, "main", 4);
   pbl_task_release(t);
 
-  pbl_task_opts o = {.worker_path = getenv("PBL_TEST_FIXTURE")};
+  pbl_task_opts o = {.worker_path = pbl_test_fixture_path()};
   t = run(f, fn_hello, NULL, 0, &o);
   p = pbl_task_bytes(t, &len);
   assert_int_equal(len, 7);
@@ -201,7 +200,7 @@ static void test_worker_path(void **state) {
  * program and start workers of its own: it exits instead. */
 static void test_forgetful_worker(void **state) {
   F(state);
-  pbl_task_opts o = {.worker_path = getenv("PBL_TEST_FIXTURE")};
+  pbl_task_opts o = {.worker_path = pbl_test_fixture_path()};
   assert_int_equal(setenv("PBL_FIXTURE_FORGETFUL", "1", 1), 0);
   pbl_task_t *t = run(f, fn_hello, NULL, 0, &o);
   assert_int_equal(unsetenv("PBL_FIXTURE_FORGETFUL"), 0);

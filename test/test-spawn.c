@@ -182,18 +182,6 @@ static bool file_exists(void *path) {
   return access(path, F_OK) == 0;
 }
 
-static bool gone(void *arg) {
-  char path[64], line[256];
-  snprintf(path, sizeof(path), "/proc/%d/stat", *(int *)arg);
-  FILE *fp = fopen(path, "r");
-  if (fp == NULL)
-    return true;
-  bool dead =
-      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") Z ") != NULL;
-  fclose(fp);
-  return dead;
-}
-
 /* A shell that ignores SIGTERM and its background child: a cancel kills
  * both, the child through the process group. */
 static void test_cancel_kills_group(void **state) {
@@ -217,9 +205,38 @@ static void test_cancel_kills_group(void **state) {
   unlink(path);
   assert_int_equal(pbl_task_cancel(t), 0);
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
-  assert_true(pbl_test_run_until(&f->uv, gone, &pid, 60000));
+  assert_true(pbl_test_run_until(&f->uv, pbl_test_pid_gone, &pid, 60000));
   assert_int_equal(pbl_task_state_of(t), PBL_CANCELLED);
   pbl_task_release(t);
+}
+
+static bool task_ended(void *t) {
+  return pbl_task_state_of(t) >= PBL_DONE;
+}
+
+/* A command whose background child keeps its stdout and stderr open ends
+ * within its kill grace after its exit, not when the child closes them;
+ * what it printed before exiting is kept. The exit decides: a timeout
+ * during the grace does not change the end. */
+static void test_background_holds_output(void **state) {
+  F(state);
+  const char *argv[] = {"sh", "-c", "echo started; sleep 60 & exit 0", NULL};
+  pbl_spawn_opts o = {.task = {.kill_grace_ms = 300, .timeout_ms = 100}};
+  for (int i = 0; i < 2; i++) {
+    pbl_task_t *t;
+    o.task.timeout_ms = i == 0 ? 0 : 100;
+    assert_int_equal(pbl_spawn(f->pl, argv, &o, &t), 0);
+    bool ended = pbl_test_run_until(&f->uv, task_ended, t, 20000);
+    int pid = pbl_task_pid(t);
+    if (pid > 0)
+      (void)kill(-pid, SIGKILL); /* the background sleep, in the group */
+    assert_true(ended);
+    assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+    assert_int_equal(pbl_task_exit_status(t), 0);
+    assert_out(t, "started\n");
+    assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+    pbl_task_release(t);
+  }
 }
 
 static void test_bad_input(void **state) {
@@ -270,6 +287,7 @@ int main(void) {
       T(test_env_and_cwd),
       T(test_timeout),
       T(test_cancel_kills_group),
+      T(test_background_holds_output),
       T(test_bad_input),
       T(test_copies),
 #undef T

@@ -32,8 +32,8 @@ static void test_head_checks(void **state) {
   struct {
     int at;
     uint8_t value;
-  } breaks[] = {{0, 'x'}, {3, 'x'}, {4, 2}, {4, 0},
-                {5, 0},   {5, 4},   {6, 1}, {7, 1}};
+  } breaks[] = {{0, 'x'}, {3, 'x'}, {4, 1}, {4, 3}, {4, 0},
+                {5, 0},   {5, 6},   {6, 1}, {7, 1}};
   for (size_t i = 0; i < sizeof(breaks) / sizeof(breaks[0]); i++) {
     encode(b, PBL__WIRE_RESULT, 0, 1, 10);
     b[breaks[i].at] = breaks[i].value;
@@ -53,6 +53,18 @@ static void test_head_checks(void **state) {
   assert_int_equal(pbl__wire_head_decode(b, 1 << 20, &h), PBL_EPROTO);
   encode(b, PBL__WIRE_RESULT, 0, 1, UINT64_MAX);
   assert_int_equal(pbl__wire_head_decode(b, UINT64_MAX, &h), 0);
+  /* CANCEL and SKIPPED carry nothing, and no flag. */
+  uint8_t bare[] = {PBL__WIRE_CANCEL, PBL__WIRE_SKIPPED};
+  for (size_t i = 0; i < sizeof(bare); i++) {
+    encode(b, bare[i], 0, 7, 0);
+    assert_int_equal(pbl__wire_head_decode(b, 100, &h), 0);
+    assert_int_equal(h.type, bare[i]);
+    assert_int_equal(h.tag, 7);
+    encode(b, bare[i], 0, 7, 1);
+    assert_int_equal(pbl__wire_head_decode(b, 100, &h), PBL_EPROTO);
+    encode(b, bare[i], PBL__WIRE_F_LAST, 7, 0);
+    assert_int_equal(pbl__wire_head_decode(b, 100, &h), PBL_EPROTO);
+  }
 }
 
 static void test_call_parse(void **state) {
@@ -244,7 +256,34 @@ static void test_batch_bad_input(void **state) {
                    PBL__WIRE_HEAD + PBL__WIRE_CALL_PRE(PBL__WIRE_NAME_MAX));
   pbl__wire_batch_reset(&b);
   assert_int_equal(pbl__wire_batch_size(&b), 0);
+  assert_int_equal(pbl__wire_batch_bare(&b, PBL__WIRE_CALL, 1), UV_EINVAL);
+  assert_int_equal(pbl__wire_batch_bare(&b, PBL__WIRE_CANCEL, 9), 0);
+  assert_int_equal(pbl__wire_batch_size(&b), PBL__WIRE_HEAD);
   pbl__wire_batch_free(&b);
+}
+
+/* Byte ranges of a batch's buffers: what a write that stopped part way
+ * sends next. */
+static void test_bufs_slice(void **state) {
+  (void)state;
+  char a[] = "0123", c[] = "456789";
+  uv_buf_t bufs[3] = {{a, 4}, {a, 0}, {c, 6}}, out[3];
+  size_t n = pbl__wire_bufs_slice(bufs, 3, 0, 10, out);
+  assert_int_equal(n, 2); /* the empty buffer is left out */
+  assert_ptr_equal(out[0].base, a);
+  assert_int_equal(out[0].len, 4);
+  assert_int_equal(out[1].len, 6);
+  n = pbl__wire_bufs_slice(bufs, 3, 2, 7, out);
+  assert_int_equal(n, 2);
+  assert_ptr_equal(out[0].base, a + 2);
+  assert_int_equal(out[0].len, 2);
+  assert_ptr_equal(out[1].base, c);
+  assert_int_equal(out[1].len, 3);
+  n = pbl__wire_bufs_slice(bufs, 3, 5, 6, out);
+  assert_int_equal(n, 1);
+  assert_ptr_equal(out[0].base, c + 1);
+  assert_int_equal(out[0].len, 1);
+  assert_int_equal(pbl__wire_bufs_slice(bufs, 3, 4, 4, out), 0);
 }
 
 int main(void) {
@@ -256,6 +295,7 @@ int main(void) {
       cmocka_unit_test(test_reader_split_and_batched),
       cmocka_unit_test(test_reader_rejects),
       cmocka_unit_test(test_batch_bad_input),
+      cmocka_unit_test(test_bufs_slice),
   };
   return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }
