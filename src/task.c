@@ -50,9 +50,18 @@ void pbl__task_unlock(const pbl_task_t *t) {
   uv_mutex_unlock(&stripes[t->id & (STRIPES - 1)].mu);
 }
 
+/* Ids come in blocks per thread: one atomic operation per block, not per
+ * task. Unique, and increasing on each thread. */
+#define ID_BLOCK 64
+static _Thread_local uint64_t id_next, id_end; /* this thread's block */
+
 uint64_t pbl__next_id(void) {
   static _Atomic uint64_t next = 1;
-  return atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
+  if (id_next == id_end) {
+    id_next = atomic_fetch_add_explicit(&next, ID_BLOCK, memory_order_relaxed);
+    id_end = id_next + ID_BLOCK;
+  }
+  return id_next++;
 }
 
 pbl__failure *pbl__failure_new(int code, const char *msg) {
