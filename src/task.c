@@ -151,7 +151,10 @@ pbl_task_t *pbl_task_retain(pbl_task_t *t) {
 void pbl_task_release(pbl_task_t *t) {
   if (!PBL__VALID_TASK(t))
     return;
-  if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+  /* Holding the last reference, nobody else can take one (that needs a
+   * reference): no atomic write. Acquire pairs with the other releases. */
+  if (atomic_load_explicit(&t->refs, memory_order_acquire) == 1 ||
+      atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
     task_free(t);
 }
 
