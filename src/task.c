@@ -84,9 +84,14 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
                   const pbl_task_opts *opts, bool want_ref, pbl_task_t **out) {
   if (!PBL__VALID_LOOP(pl) || !opts_valid(opts) || size < sizeof(pbl_task_t))
     return UV_EINVAL;
+  /* The binding's reference first: an atomic operation after the fresh
+   * zeroed lines would wait for them to be written. */
+  pbl__loop_ref(pl);
   pbl_task_t *t = pbl__calloc(1, size);
-  if (t == NULL)
+  if (t == NULL) {
+    pbl__loop_unref(pl);
     return UV_ENOMEM;
+  }
   if (opts != NULL && (opts->name != NULL || opts->timeout_ms > 0 ||
                        opts->kill_grace_ms > 0)) {
     t->x = pbl__calloc(1, sizeof(*t->x));
@@ -111,7 +116,6 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
     t->data = opts->data;
   }
   QUEUE_INIT(&t->live);
-  pbl__loop_ref(pl);
   *out = t;
   return 0;
 nomem:
@@ -119,6 +123,7 @@ nomem:
     pbl__free(t->x->name);
   pbl__free(t->x);
   pbl__free(t);
+  pbl__loop_unref(pl);
   return UV_ENOMEM;
 }
 
