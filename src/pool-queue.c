@@ -214,6 +214,10 @@ bool pbl__pool_finish(pbl_pool_t *p, pbl__pool_item *head, size_t ran) {
   else
     p->done.head = head;
   p->done.tail = last;
+  /* Mostly a send is on its way: look before the exchange, which would
+   * take the line for nothing. Under done, as the drain clears it. */
+  if (atomic_load_explicit(&p->wake_pending, memory_order_relaxed))
+    return false;
   return pbl__pool_want_wake(p);
 }
 

@@ -63,8 +63,12 @@ typedef enum {
 typedef struct pbl__pool_item {
   pbl_task_t base;               /* first: an item is a task */
   struct pbl__pool_item *next;   /* lock: run queue, a worker's hand, done */
-  struct pbl__pool_item *arm_next; /* lock: timers to arm on the loop */
-  uint64_t queued_ns;            /* uv_hrtime() when accepted */
+  union { /* the wait is counted before the item can be armed */
+    uint64_t queued_ns;          /* uv_hrtime() when accepted */
+    struct pbl__pool_item *arm_next; /* done: then, timers to arm on the
+                                      * loop (thread pools: an item taken
+                                      * is never queued again) */
+  };
   uint32_t chunk_len;            /* first item of a job: its items; else 0 */
   bool held;                     /* loop: kept by a hold, not a reference */
 } pbl__pool_item;
@@ -111,6 +115,7 @@ struct pbl_pool {
   uint32_t magic;
   const pbl__pool_kind *kind;
   pbl_loop_t *loop;        /* the pool holds a reference on the binding */
+  size_t queue_limit;      /* 0: unbounded; set once, read without lock */
   pbl__member member;      /* loop */
   uv_async_t async;        /* the drain: done items, timers, exits, free */
   uv_cond_t join_cv;       /* lock: live or unjoined went down */
@@ -127,7 +132,6 @@ struct pbl_pool {
   bool member_closing;     /* the binding closes */
   bool async_closing;      /* lock and done: no send after uv_close() */
   bool gone;               /* the async is closed: the loop is let go */
-  size_t queue_limit;      /* 0: unbounded */
   pbl__pool_list queue;    /* accepted items waiting, in order */
   size_t jobs;             /* jobs (chunks) in queue */
   size_t live;             /* accepted items not yet drained */
