@@ -41,6 +41,18 @@
  * worker's hand is set under lock and cleared under done; stop walks the
  * hands holding both.
  *
+ * Pushes. The loop thread, which schedules most tasks, does not take the
+ * lock for a single task (kinds with fast_push, no queue_limit): it
+ * pushes the item on `pushed`, a lock-free LIFO, with one CAS. Workers
+ * taking the lock for every job made that lock the loop thread's main
+ * cost. Whoever holds the lock next moves the pushed items to the run
+ * queue's tail, oldest first, before touching the queue (absorb), so the
+ * queue keeps the scheduling order and counts them queued and live then.
+ * Close and stop seal it (PBL__POOL_SEALED, under the lock): a push after
+ * that fails, one before is absorbed with the queue. A push still starts
+ * without a loop turn; the kind's push_kick says when a push must take
+ * the lock after all, to wake or start a worker (thread-pool.c).
+ *
  * Lock order: lock, then done, then a task's stripe lock, then in_lock or
  * a waiter's mutex. No lock is held while a task function, an
  * initializer or a callback runs.
@@ -105,6 +117,10 @@ typedef struct pbl__pool_kind {
   size_t (*workers)(pbl_pool_t *p);
   /* no lock: every worker is gone; free what the kind owns. */
   void (*destroy)(pbl_pool_t *p);
+  /* Loop-thread submits of single tasks skip the lock (pushed). The kind
+   * keeps push_kick set whenever a pushed item could otherwise wait
+   * unseen, and absorbs after setting it. */
+  bool fast_push;
   /* Workers are only reaped on loop turns (child processes): a join on
    * the loop thread with workers left is then PBL_EDEADLK. Threads leave
    * and are joined without the loop. */
@@ -149,6 +165,15 @@ struct pbl_pool {
   pbl_pool_stats_t ends;   /* the end counters and the waits only */
   char pad2_[64];
 
+  /* The loop thread pushes, workers absorb: a line of their own. Items
+   * the loop thread scheduled without the lock, newest first;
+   * PBL__POOL_SEALED once the pool no longer runs (design notes). */
+  _Atomic(pbl__pool_item *) pushed;
+  /* Set by the kind under the lock: a push must then take the lock to
+   * kick, as no worker might look at the queue again otherwise. */
+  _Atomic bool push_kick;
+  char pad3_[64];
+
   /* loop */
   bool refd;               /* the async is ref'd */
 };
@@ -186,6 +211,14 @@ typedef int (*pbl__pool_make_fn)(pbl_pool_t *p, size_t i,
 int pbl__pool_map(pbl_pool_t *p, size_t n, size_t chunksize,
                   const pbl_task_opts *opts, pbl_task_t **tasks,
                   pbl__pool_make_fn make, void *ctx);
+
+#define PBL__POOL_SEALED ((pbl__pool_item *)1)
+/* lock: moves the items pushed without the lock to the run queue's tail:
+ * every lock holder does so before touching the queue, so the queue stays
+ * in scheduling order. */
+void pbl__pool_absorb(pbl_pool_t *p);
+/* lock: the pool stops running: absorbs, and later pushes fail. */
+void pbl__pool_seal(pbl_pool_t *p);
 
 /* lock: takes the next job off the queue (NULL: none) and counts it
  * running. *n: its items. */

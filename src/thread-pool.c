@@ -15,11 +15,13 @@
  * task (bench/README.md), at the price of one more wake-up latency before
  * a second idle worker joins in.
  *
+ * The loop thread pushes single tasks without the pool lock (pool.h); it
+ * takes the lock only to wake or start a worker, while push_kick says
+ * one is needed (tpool-worker.c). Workers: tpool-worker.c.
+ *
  * Stop ends the jobs in hand as on cancel (POSTed callbacks, the
  * pbl_cancelled() flag raised); their threads finish the function, skip
  * the rest of the job and leave.
- *
- * Workers: tpool-worker.c.
  */
 #include "tpool.h"
 
@@ -50,6 +52,7 @@ static pbl__kick tp_kick(pbl_pool_t *p) {
     k.signal++;
   }
   k.start = pbl__tpool_want_workers(tp);
+  pbl__tpool_update_kick(tp);
   return k;
 }
 
@@ -66,6 +69,7 @@ static void tp_act(pbl_pool_t *p, pbl__kick k) {
 static void tp_wind_down(pbl_pool_t *p) {
   pbl__tpool *tp = (pbl__tpool *)p;
   tp->woken = tp->idle;
+  pbl__tpool_update_kick(tp);
   uv_cond_broadcast(&tp->work_cv);
 }
 
@@ -123,6 +127,7 @@ static const pbl__pool_kind thread_kind = {
     .reap = tp_reap,
     .workers = tp_workers,
     .destroy = tp_destroy,
+    .fast_push = true,
 };
 
 /* ---- public ---- */

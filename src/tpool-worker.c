@@ -17,8 +17,26 @@
  * joins it. Thread handles are written by uv_thread_create under the pool
  * lock, and a worker can only leave after taking that lock, so a reaper
  * always sees the handle.
+ *
+ * The loop thread pushes single tasks without the pool lock (pool.h). It
+ * takes the lock to kick only while push_kick is set: some worker idle
+ * and not woken, or fewer alive than `workers`. A worker going to sleep
+ * sets it first and then looks at the pushes once more; one leaving does
+ * the same before it decides on a replacement or, after a failing init,
+ * fails what waits. So no push is left unseen.
  */
 #include "tpool.h"
+
+/* lock: a push from the loop thread (pool.h, pushed) needs no kick while
+ * every worker is awake or woken and none can be started: each of them
+ * looks at the queue again before it sleeps or leaves. Whoever turns this
+ * true absorbs after it (seq_cst both): a push it missed saw it true. */
+void pbl__tpool_update_kick(pbl__tpool *tp) {
+  bool need = tp->idle > tp->woken || tp->alive < tp->target;
+  /* Stored only when it changes: the line is read at every push. */
+  if (atomic_load(&tp->base.push_kick) != need)
+    atomic_store(&tp->base.push_kick, need);
+}
 
 /* The run context of `init`: pbl_fail() records, pbl_cancelled() tells
  * whether the pool stopped. */
@@ -88,6 +106,7 @@ unsigned pbl__tpool_want_workers(pbl__tpool *tp) {
   tp->alive += start;
   tp->starting += start;
   tp->base.unjoined += start;
+  pbl__tpool_update_kick(tp);
   return start;
 }
 
@@ -113,6 +132,7 @@ void pbl__tpool_start_workers(pbl_pool_t *p, unsigned n) {
       tp->alive--;
       tp->starting--;
       p->unjoined--;
+      pbl__tpool_update_kick(tp); /* then fail_queued absorbs */
       if (tp->alive == 0)
         wake = pbl__pool_fail_queued(p, err, err, "cannot start a thread");
       pbl__pool_changed(p);
@@ -129,6 +149,8 @@ void pbl__tpool_start_workers(pbl_pool_t *p, unsigned n) {
 static void leave(pbl__tworker *w) {
   pbl__tpool *tp = w->tp;
   tp->alive--;
+  pbl__tpool_update_kick(tp); /* then absorb what was pushed until now */
+  pbl__pool_absorb(&tp->base);
   QUEUE_REMOVE(&w->link);
   w->zombie_next = tp->zombies;
   tp->zombies = w;
@@ -146,12 +168,8 @@ static void worker_main(void *arg) {
   bool wake = false, retire = false;
   uv_mutex_lock(&p->lock);
   tp->starting--;
-  if (!ok) {
-    const char *msg = ir.failure != NULL ? ir.failure->msg : NULL;
-    int code = ir.failure != NULL ? ir.failure->code : 0;
-    wake = pbl__pool_fail_queued(p, PBL_EFAILED, code, msg);
+  if (!ok)
     tp->vacated++;
-  }
   pbl__pool_waits waits = {0, 0};
   while (ok) {
     size_t n;
@@ -160,18 +178,26 @@ static void worker_main(void *arg) {
       if (p->state != PBL__POOL_RUNNING)
         break;
       tp->idle++;
-      uv_cond_wait(&tp->work_cv, &p->lock);
+      pbl__tpool_update_kick(tp); /* then look again: a push may have
+                                   * missed it */
+      pbl__pool_absorb(p);
+      bool empty = p->queue.head == NULL;
+      if (empty)
+        uv_cond_wait(&tp->work_cv, &p->lock);
       tp->idle--;
-      if (tp->woken > 0)
+      if (empty && tp->woken > 0)
         tp->woken--;
+      pbl__tpool_update_kick(tp);
       continue;
     }
     w->hand = job;
     /* Jobs left and a peer asleep: wake it ourselves, so the loop thread,
      * which queued them, pays for one wake-up at most. */
     bool chain = p->jobs > 0 && tp->idle > tp->woken;
-    if (chain)
+    if (chain) {
       tp->woken++;
+      pbl__tpool_update_kick(tp);
+    }
     uv_mutex_unlock(&p->lock);
     if (chain)
       uv_cond_signal(&tp->work_cv);
@@ -196,6 +222,11 @@ static void worker_main(void *arg) {
     }
   }
   leave(w);
+  if (!ok) { /* every task waiting, also those pushed until leave() */
+    const char *msg = ir.failure != NULL ? ir.failure->msg : NULL;
+    int code = ir.failure != NULL ? ir.failure->code : 0;
+    wake = pbl__pool_fail_queued(p, PBL_EFAILED, code, msg);
+  }
   unsigned start = retire ? pbl__tpool_want_workers(tp) : 0;
   wake = pbl__pool_want_wake(p) || wake; /* the loop reaps us */
   uv_mutex_unlock(&p->lock);

@@ -40,6 +40,9 @@ typedef struct {
   void *arg;
 } pbl__titem;
 
+/* lock: keeps push_kick true while a push could go unseen
+ * (tpool-worker.c). */
+void pbl__tpool_update_kick(pbl__tpool *tp);
 /* lock: how many workers to start for the jobs waiting; counts them. */
 unsigned pbl__tpool_want_workers(pbl__tpool *tp);
 /* No lock: starts n workers counted by pbl__tpool_want_workers. */
