@@ -95,7 +95,7 @@ void pbl__pool_seal(pbl_pool_t *p) {
  * kind says no worker would look at the queue again otherwise. */
 static int push(pbl_pool_t *p, pbl__pool_item *it, uint64_t now,
                 pbl__kick *k) {
-  it->queued_ns = now;
+  it->queued = now;
   it->chunk_len = 1;
   pbl__pool_item *top = atomic_load_explicit(&p->pushed, memory_order_relaxed);
   do {
@@ -129,7 +129,7 @@ static int enqueue(pbl_pool_t *p, pbl__pool_item **items, size_t n,
   for (size_t i = 0; i < n; i++) {
     pbl__pool_item *it = items[i];
     size_t left = n - i;
-    it->queued_ns = now;
+    it->queued = now;
     it->next = NULL;
     it->chunk_len = i % chunk == 0 ? (uint32_t)(left < chunk ? left : chunk)
                                    : 0;
@@ -154,7 +154,7 @@ static int enqueue(pbl_pool_t *p, pbl__pool_item **items, size_t n,
 
 int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
                      size_t chunk) {
-  uint64_t now = uv_hrtime();
+  uint64_t now = pbl__pool_ticks();
   bool on_loop = pbl__on_loop_thread(p->loop);
   keep(items, n, on_loop);
   pbl__kick k = {0, 0};
@@ -220,16 +220,19 @@ pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n) {
  * every worker take for each task. */
 bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
                           pbl__pool_waits *w) {
-  uint64_t now = uv_hrtime();
+  uint64_t now = pbl__pool_ticks(), now_ns = 0;
   pbl__pool_item *timed = NULL;
   for (pbl__pool_item *it = job; it != NULL; it = it->next) {
-    uint64_t wait = now - it->queued_ns;
+    uint64_t wait = pbl__pool_wait(now, it->queued);
     w->total += wait;
     if (wait > w->max)
       w->max = wait;
     pbl__task_extra *x = it->base.x;
     if (x != NULL && x->timeout_ms > 0) {
-      x->started_ns = now; /* one start for the chunk: a timeout per chunk */
+      if (now_ns == 0)
+        now_ns = uv_hrtime();
+      x->started_ns = now_ns; /* one start for the chunk: a timeout per
+                               * chunk */
       it->arm_next = timed;
       timed = it;
     }
@@ -331,11 +334,11 @@ bool pbl__pool_cancel_queued(pbl_pool_t *p) {
 }
 
 void pbl__pool_requeue(pbl_pool_t *p, pbl__pool_item *job) {
-  uint64_t now = uv_hrtime();
+  uint64_t now = pbl__pool_ticks();
   uint32_t k = 0;
   pbl__pool_item *last = job;
   for (pbl__pool_item *it = job; it != NULL; it = it->next) {
-    it->queued_ns = now;
+    it->queued = now;
     it->chunk_len = 0;
     last = it;
     k++;

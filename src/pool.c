@@ -225,6 +225,7 @@ int pbl__pool_init(pbl_pool_t *p, const pbl__pool_kind *kind, pbl_loop_t *pl,
   p->queue_limit = o != NULL ? o->queue_limit : 0;
   p->state = PBL__POOL_RUNNING;
   p->member.close = member_close;
+  pbl__pool_clock_init();
   atomic_init(&p->wake_pending, false);
   atomic_init(&p->pushed, NULL);
   atomic_init(&p->push_kick, true);
@@ -317,6 +318,8 @@ int pbl_pool_stats(pbl_pool_t *p, pbl_pool_stats_t *out) {
   pbl__pool_absorb(p); /* counted queued */
   uv_mutex_lock(&p->done_lock);
   *out = p->ends;
+  out->wait_ns_total = pbl__pool_ticks_ns(p->ends.wait_ns_total);
+  out->wait_ns_max = pbl__pool_ticks_ns(p->ends.wait_ns_max);
   out->queued = p->st.queued;
   out->respawned = p->st.respawned;
   out->running = p->taken - p->finished;

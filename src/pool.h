@@ -76,7 +76,7 @@ typedef struct pbl__pool_item {
   pbl_task_t base;               /* first: an item is a task */
   struct pbl__pool_item *next;   /* lock: run queue, a worker's hand, done */
   union { /* the wait is counted before the item can be armed */
-    uint64_t queued_ns;          /* uv_hrtime() when accepted */
+    uint64_t queued;             /* pbl__pool_ticks() when accepted */
     struct pbl__pool_item *arm_next; /* done: then, timers to arm on the
                                       * loop (thread pools: an item taken
                                       * is never queued again) */
@@ -162,7 +162,7 @@ struct pbl_pool {
   pbl__pool_list done;     /* finished items the loop has not drained */
   pbl__pool_item *arms;    /* started items whose timers want arming */
   size_t finished;         /* taken items handed back, ever */
-  pbl_pool_stats_t ends;   /* the end counters and the waits only */
+  pbl_pool_stats_t ends;   /* the end counters, and the waits in ticks */
   char pad2_[64];
 
   /* The loop thread pushes, workers absorb: a line of their own. Items
@@ -180,6 +180,12 @@ struct pbl_pool {
 
 /* Set in a pool's own threads: joining that pool there is PBL_EDEADLK. */
 extern _Thread_local pbl_pool_t *pbl__pool_self;
+
+/* The queue-wait clock (pool-clock.c): ticks, cheap to read on the loop
+ * thread; nanoseconds only when stats are read. Init before any stamp. */
+void pbl__pool_clock_init(void);
+uint64_t pbl__pool_ticks(void);
+uint64_t pbl__pool_ticks_ns(uint64_t ticks);
 
 /* Any thread (from another thread the loop must be running): binds a
  * zeroed, kind-allocated pool to pl. Returns 0, UV_EINVAL, PBL_ECLOSED or
@@ -223,10 +229,15 @@ void pbl__pool_seal(pbl_pool_t *p);
 /* lock: takes the next job off the queue (NULL: none) and counts it
  * running. *n: its items. */
 pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n);
-/* Queue waits a worker adds up between two holds of the lock. */
+/* Queue waits a worker adds up between two holds of the lock, in ticks:
+ * the pool's wait_ns_total and wait_ns_max are kept in ticks too. */
 typedef struct pbl__pool_waits {
   uint64_t total, max;
 } pbl__pool_waits;
+/* The wait of an item stamped at `queued`, taken at `now` (ticks). */
+static inline uint64_t pbl__pool_wait(uint64_t now, uint64_t queued) {
+  return now > queued ? now - queued : 0; /* CPUs' TSCs may differ a bit */
+}
 /* No lock, the worker that took `job`, before it runs: adds the job's
  * queue waits to *w and starts its timed items' clocks. Returns true if
  * the caller must wake the loop (timers to arm). */
