@@ -38,9 +38,10 @@ void pbl__pool_changed(pbl_pool_t *p) {
 }
 
 /* The pool keeps each item until drained. On the loop thread a hold does
- * (no atomic operation; the drain runs on this thread, so after the
- * lock is fine); elsewhere a reference, taken before a worker can see the
- * item. Items refused are discarded whatever they hold. */
+ * (no atomic operation: the drain runs on this thread); elsewhere a
+ * reference. Both before a worker can see the item (its line is then
+ * still this thread's alone). Items refused are discarded whatever they
+ * hold. */
 static void keep(pbl__pool_item **items, size_t n, bool on_loop) {
   for (size_t i = 0; i < n; i++) {
     items[i]->held = on_loop;
@@ -51,17 +52,76 @@ static void keep(pbl__pool_item **items, size_t n, bool on_loop) {
   }
 }
 
-int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
-                     size_t chunk) {
-  uint64_t now = uv_hrtime();
-  bool on_loop = pbl__on_loop_thread(p->loop);
-  if (!on_loop)
-    keep(items, n, false);
+/* lock: appends the chain `top` (pushed, newest first) to the queue. */
+static void move_in(pbl_pool_t *p, pbl__pool_item *top) {
+  pbl__pool_item *head = NULL, *last = top;
+  size_t k = 0;
+  while (top != NULL) {
+    pbl__pool_item *next = top->next;
+    top->next = head;
+    head = top;
+    top = next;
+    k++;
+  }
+  if (k == 0)
+    return;
+  if (p->queue.tail != NULL)
+    p->queue.tail->next = head;
+  else
+    p->queue.head = head;
+  p->queue.tail = last;
+  p->jobs += k;
+  p->st.queued += k;
+  p->live += k;
+}
+
+void pbl__pool_absorb(pbl_pool_t *p) {
+  /* seq_cst: a worker about to sleep looks here after raising push_kick;
+   * a pusher looks at push_kick after its push. One of them sees the
+   * other. */
+  pbl__pool_item *top = atomic_load(&p->pushed);
+  if (top != NULL && top != PBL__POOL_SEALED)
+    move_in(p, atomic_exchange(&p->pushed, NULL));
+}
+
+void pbl__pool_seal(pbl_pool_t *p) {
+  pbl__pool_item *top = atomic_exchange(&p->pushed, PBL__POOL_SEALED);
+  if (top != PBL__POOL_SEALED)
+    move_in(p, top);
+}
+
+/* Loop thread, one item, a pool of a fast_push kind without queue_limit:
+ * pushes it without the lock. The lock is taken only to kick, when the
+ * kind says no worker would look at the queue again otherwise. */
+static int push(pbl_pool_t *p, pbl__pool_item *it, uint64_t now,
+                pbl__kick *k) {
+  it->queued = now;
+  it->chunk_len = 1;
+  pbl__pool_item *top = atomic_load_explicit(&p->pushed, memory_order_relaxed);
+  do {
+    if (top == PBL__POOL_SEALED)
+      return PBL_ECLOSED;
+    it->next = top;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &p->pushed, &top, it, memory_order_seq_cst, memory_order_relaxed));
+  if (atomic_load(&p->push_kick)) { /* seq_cst: see pbl__pool_absorb */
+    uv_mutex_lock(&p->lock);
+    pbl__pool_absorb(p);
+    *k = p->kind->kick(p);
+    uv_mutex_unlock(&p->lock);
+  }
+  return 0;
+}
+
+/* Any thread: queues items under the lock, as jobs of `chunk` items. */
+static int enqueue(pbl_pool_t *p, pbl__pool_item **items, size_t n,
+                   size_t chunk, uint64_t now, bool on_loop, pbl__kick *k) {
   uv_mutex_lock(&p->lock);
   if (p->state != PBL__POOL_RUNNING) {
     uv_mutex_unlock(&p->lock);
     return PBL_ECLOSED;
   }
+  pbl__pool_absorb(p); /* pushed before these */
   if (p->queue_limit != 0 && p->st.queued + n > p->queue_limit) {
     uv_mutex_unlock(&p->lock);
     return UV_EAGAIN;
@@ -69,7 +129,7 @@ int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
   for (size_t i = 0; i < n; i++) {
     pbl__pool_item *it = items[i];
     size_t left = n - i;
-    it->queued_ns = now;
+    it->queued = now;
     it->next = NULL;
     it->chunk_len = i % chunk == 0 ? (uint32_t)(left < chunk ? left : chunk)
                                    : 0;
@@ -83,14 +143,26 @@ int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
   p->st.queued += n;
   bool was_idle = p->live == 0;
   p->live += n;
-  pbl__kick k = p->kind->kick(p);
+  *k = p->kind->kick(p);
   /* Another thread cannot ref the async: the loop learns of the new work
    * at once, so it stays alive for the callback. */
   if (!on_loop && was_idle && pbl__pool_want_wake(p))
     pbl__pool_wake(p); /* under the lock: the async cannot be closing */
   uv_mutex_unlock(&p->lock);
-  if (on_loop)
-    keep(items, n, true);
+  return 0;
+}
+
+int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
+                     size_t chunk) {
+  uint64_t now = pbl__pool_ticks();
+  bool on_loop = pbl__on_loop_thread(p->loop);
+  keep(items, n, on_loop);
+  pbl__kick k = {0, 0};
+  int err = on_loop && n == 1 && p->kind->fast_push && p->queue_limit == 0
+                ? push(p, items[0], now, &k)
+                : enqueue(p, items, n, chunk, now, on_loop, &k);
+  if (err != 0)
+    return err;
   if (k.signal > 0 || k.start > 0)
     p->kind->act(p, k);
   if (on_loop && !p->refd)
@@ -125,6 +197,7 @@ int pbl__pool_map(pbl_pool_t *p, size_t n, size_t chunksize,
 
 /* lock */
 pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n) {
+  pbl__pool_absorb(p);
   pbl__pool_item *job = p->queue.head;
   if (job == NULL)
     return NULL;
@@ -147,16 +220,19 @@ pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n) {
  * every worker take for each task. */
 bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
                           pbl__pool_waits *w) {
-  uint64_t now = uv_hrtime();
+  uint64_t now = pbl__pool_ticks(), now_ns = 0;
   pbl__pool_item *timed = NULL;
   for (pbl__pool_item *it = job; it != NULL; it = it->next) {
-    uint64_t wait = now - it->queued_ns;
+    uint64_t wait = pbl__pool_wait(now, it->queued);
     w->total += wait;
     if (wait > w->max)
       w->max = wait;
     pbl__task_extra *x = it->base.x;
     if (x != NULL && x->timeout_ms > 0) {
-      x->started_ns = now; /* one start for the chunk: a timeout per chunk */
+      if (now_ns == 0)
+        now_ns = uv_hrtime();
+      x->started_ns = now_ns; /* one start for the chunk: a timeout per
+                               * chunk */
       it->arm_next = timed;
       timed = it;
     }
@@ -214,11 +290,16 @@ bool pbl__pool_finish(pbl_pool_t *p, pbl__pool_item *head, size_t ran) {
   else
     p->done.head = head;
   p->done.tail = last;
+  /* Mostly a send is on its way: look before the exchange, which would
+   * take the line for nothing. Under done, as the drain clears it. */
+  if (atomic_load_explicit(&p->wake_pending, memory_order_relaxed))
+    return false;
   return pbl__pool_want_wake(p);
 }
 
 /* lock: takes the whole run queue off. Returns its first item. */
 static pbl__pool_item *take_queue(pbl_pool_t *p) {
+  pbl__pool_absorb(p);
   pbl__pool_item *head = p->queue.head;
   p->queue.head = p->queue.tail = NULL;
   p->jobs = 0;
@@ -253,11 +334,11 @@ bool pbl__pool_cancel_queued(pbl_pool_t *p) {
 }
 
 void pbl__pool_requeue(pbl_pool_t *p, pbl__pool_item *job) {
-  uint64_t now = uv_hrtime();
+  uint64_t now = pbl__pool_ticks();
   uint32_t k = 0;
   pbl__pool_item *last = job;
   for (pbl__pool_item *it = job; it != NULL; it = it->next) {
-    it->queued_ns = now;
+    it->queued = now;
     it->chunk_len = 0;
     last = it;
     k++;

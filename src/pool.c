@@ -125,10 +125,13 @@ static void on_closed(uv_handle_t *h) {
 
 void pbl__pool_settle(pbl_pool_t *p) {
   uv_mutex_lock(&p->lock);
-  bool ready = p->live == 0 && p->unjoined == 0;
+  pbl__pool_item *top = atomic_load_explicit(&p->pushed, memory_order_relaxed);
+  bool pushed = top != NULL && top != PBL__POOL_SEALED; /* not absorbed */
+  bool ready = p->live == 0 && p->unjoined == 0 && !pushed;
   bool finish = ready && (p->freed || p->member_closing) && !p->async_closing;
   bool closing = p->async_closing;
-  bool want = !ready && (p->live > 0 || p->state != PBL__POOL_RUNNING);
+  bool want = !ready && (p->live > 0 || pushed ||
+                         p->state != PBL__POOL_RUNNING);
   if (finish) { /* under both locks: no send after this */
     uv_mutex_lock(&p->done_lock);
     p->async_closing = true;
@@ -153,6 +156,7 @@ static bool stop_locked(pbl_pool_t *p) {
   if (p->state == PBL__POOL_STOPPED)
     return false;
   p->state = PBL__POOL_STOPPED;
+  pbl__pool_seal(p);
   bool wake = pbl__pool_cancel_queued(p);
   uv_mutex_lock(&p->done_lock); /* hands are cleared under done */
   p->kind->cancel_running(p);
@@ -221,7 +225,10 @@ int pbl__pool_init(pbl_pool_t *p, const pbl__pool_kind *kind, pbl_loop_t *pl,
   p->queue_limit = o != NULL ? o->queue_limit : 0;
   p->state = PBL__POOL_RUNNING;
   p->member.close = member_close;
+  pbl__pool_clock_init();
   atomic_init(&p->wake_pending, false);
+  atomic_init(&p->pushed, NULL);
+  atomic_init(&p->push_kick, true);
   int err = lock_init(&p->lock);
   if (err != 0)
     return err;
@@ -251,6 +258,7 @@ int pbl_pool_close(pbl_pool_t *p) {
   uv_mutex_lock(&p->lock);
   if (p->state == PBL__POOL_RUNNING) {
     p->state = PBL__POOL_CLOSED;
+    pbl__pool_seal(p);
     p->kind->wind_down(p);
   }
   unlock_and_settle(p, false);
@@ -307,8 +315,11 @@ int pbl_pool_stats(pbl_pool_t *p, pbl_pool_stats_t *out) {
   if (!PBL__VALID_POOL(p) || out == NULL)
     return UV_EINVAL;
   uv_mutex_lock(&p->lock);
+  pbl__pool_absorb(p); /* counted queued */
   uv_mutex_lock(&p->done_lock);
   *out = p->ends;
+  out->wait_ns_total = pbl__pool_ticks_ns(p->ends.wait_ns_total);
+  out->wait_ns_max = pbl__pool_ticks_ns(p->ends.wait_ns_max);
   out->queued = p->st.queued;
   out->respawned = p->st.respawned;
   out->running = p->taken - p->finished;

@@ -41,6 +41,18 @@
  * worker's hand is set under lock and cleared under done; stop walks the
  * hands holding both.
  *
+ * Pushes. The loop thread, which schedules most tasks, does not take the
+ * lock for a single task (kinds with fast_push, no queue_limit): it
+ * pushes the item on `pushed`, a lock-free LIFO, with one CAS. Workers
+ * taking the lock for every job made that lock the loop thread's main
+ * cost. Whoever holds the lock next moves the pushed items to the run
+ * queue's tail, oldest first, before touching the queue (absorb), so the
+ * queue keeps the scheduling order and counts them queued and live then.
+ * Close and stop seal it (PBL__POOL_SEALED, under the lock): a push after
+ * that fails, one before is absorbed with the queue. A push still starts
+ * without a loop turn; the kind's push_kick says when a push must take
+ * the lock after all, to wake or start a worker (thread-pool.c).
+ *
  * Lock order: lock, then done, then a task's stripe lock, then in_lock or
  * a waiter's mutex. No lock is held while a task function, an
  * initializer or a callback runs.
@@ -63,8 +75,12 @@ typedef enum {
 typedef struct pbl__pool_item {
   pbl_task_t base;               /* first: an item is a task */
   struct pbl__pool_item *next;   /* lock: run queue, a worker's hand, done */
-  struct pbl__pool_item *arm_next; /* lock: timers to arm on the loop */
-  uint64_t queued_ns;            /* uv_hrtime() when accepted */
+  union { /* the wait is counted before the item can be armed */
+    uint64_t queued;             /* pbl__pool_ticks() when accepted */
+    struct pbl__pool_item *arm_next; /* done: then, timers to arm on the
+                                      * loop (thread pools: an item taken
+                                      * is never queued again) */
+  };
   uint32_t chunk_len;            /* first item of a job: its items; else 0 */
   bool held;                     /* loop: kept by a hold, not a reference */
 } pbl__pool_item;
@@ -101,6 +117,10 @@ typedef struct pbl__pool_kind {
   size_t (*workers)(pbl_pool_t *p);
   /* no lock: every worker is gone; free what the kind owns. */
   void (*destroy)(pbl_pool_t *p);
+  /* Loop-thread submits of single tasks skip the lock (pushed). The kind
+   * keeps push_kick set whenever a pushed item could otherwise wait
+   * unseen, and absorbs after setting it. */
+  bool fast_push;
   /* Workers are only reaped on loop turns (child processes): a join on
    * the loop thread with workers left is then PBL_EDEADLK. Threads leave
    * and are joined without the loop. */
@@ -111,6 +131,7 @@ struct pbl_pool {
   uint32_t magic;
   const pbl__pool_kind *kind;
   pbl_loop_t *loop;        /* the pool holds a reference on the binding */
+  size_t queue_limit;      /* 0: unbounded; set once, read without lock */
   pbl__member member;      /* loop */
   uv_async_t async;        /* the drain: done items, timers, exits, free */
   uv_cond_t join_cv;       /* lock: live or unjoined went down */
@@ -127,7 +148,6 @@ struct pbl_pool {
   bool member_closing;     /* the binding closes */
   bool async_closing;      /* lock and done: no send after uv_close() */
   bool gone;               /* the async is closed: the loop is let go */
-  size_t queue_limit;      /* 0: unbounded */
   pbl__pool_list queue;    /* accepted items waiting, in order */
   size_t jobs;             /* jobs (chunks) in queue */
   size_t live;             /* accepted items not yet drained */
@@ -142,8 +162,17 @@ struct pbl_pool {
   pbl__pool_list done;     /* finished items the loop has not drained */
   pbl__pool_item *arms;    /* started items whose timers want arming */
   size_t finished;         /* taken items handed back, ever */
-  pbl_pool_stats_t ends;   /* the end counters and the waits only */
+  pbl_pool_stats_t ends;   /* the end counters, and the waits in ticks */
   char pad2_[64];
+
+  /* The loop thread pushes, workers absorb: a line of their own. Items
+   * the loop thread scheduled without the lock, newest first;
+   * PBL__POOL_SEALED once the pool no longer runs (design notes). */
+  _Atomic(pbl__pool_item *) pushed;
+  /* Set by the kind under the lock: a push must then take the lock to
+   * kick, as no worker might look at the queue again otherwise. */
+  _Atomic bool push_kick;
+  char pad3_[64];
 
   /* loop */
   bool refd;               /* the async is ref'd */
@@ -151,6 +180,12 @@ struct pbl_pool {
 
 /* Set in a pool's own threads: joining that pool there is PBL_EDEADLK. */
 extern _Thread_local pbl_pool_t *pbl__pool_self;
+
+/* The queue-wait clock (pool-clock.c): ticks, cheap to read on the loop
+ * thread; nanoseconds only when stats are read. Init before any stamp. */
+void pbl__pool_clock_init(void);
+uint64_t pbl__pool_ticks(void);
+uint64_t pbl__pool_ticks_ns(uint64_t ticks);
 
 /* Any thread (from another thread the loop must be running): binds a
  * zeroed, kind-allocated pool to pl. Returns 0, UV_EINVAL, PBL_ECLOSED or
@@ -183,13 +218,26 @@ int pbl__pool_map(pbl_pool_t *p, size_t n, size_t chunksize,
                   const pbl_task_opts *opts, pbl_task_t **tasks,
                   pbl__pool_make_fn make, void *ctx);
 
+#define PBL__POOL_SEALED ((pbl__pool_item *)1)
+/* lock: moves the items pushed without the lock to the run queue's tail:
+ * every lock holder does so before touching the queue, so the queue stays
+ * in scheduling order. */
+void pbl__pool_absorb(pbl_pool_t *p);
+/* lock: the pool stops running: absorbs, and later pushes fail. */
+void pbl__pool_seal(pbl_pool_t *p);
+
 /* lock: takes the next job off the queue (NULL: none) and counts it
  * running. *n: its items. */
 pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n);
-/* Queue waits a worker adds up between two holds of the lock. */
+/* Queue waits a worker adds up between two holds of the lock, in ticks:
+ * the pool's wait_ns_total and wait_ns_max are kept in ticks too. */
 typedef struct pbl__pool_waits {
   uint64_t total, max;
 } pbl__pool_waits;
+/* The wait of an item stamped at `queued`, taken at `now` (ticks). */
+static inline uint64_t pbl__pool_wait(uint64_t now, uint64_t queued) {
+  return now > queued ? now - queued : 0; /* CPUs' TSCs may differ a bit */
+}
 /* No lock, the worker that took `job`, before it runs: adds the job's
  * queue waits to *w and starts its timed items' clocks. Returns true if
  * the caller must wake the loop (timers to arm). */

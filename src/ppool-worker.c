@@ -48,10 +48,10 @@ static void item_starts(pbl__pworker *w, pbl__pool_item *it) {
 /* A job reached the head of w: count its wait, arm its timers. */
 static void job_begins(pbl__pworker *w, pbl__pool_item *job) {
   pbl__pool_waits *waits = &w->pp->waits;
-  uint64_t now = uv_hrtime();
+  uint64_t now = uv_hrtime(), ticks = pbl__pool_ticks();
   w->job_start_ns = now;
   for (pbl__pool_item *it = job; it != NULL; it = it->next) {
-    uint64_t wait = now - it->queued_ns;
+    uint64_t wait = pbl__pool_wait(ticks, it->queued);
     waits->total += wait;
     if (wait > waits->max)
       waits->max = wait;

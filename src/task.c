@@ -52,9 +52,18 @@ void pbl__task_unlock(const pbl_task_t *t) {
   uv_mutex_unlock(&stripes[t->id & (STRIPES - 1)].mu);
 }
 
+/* Ids come in blocks per thread: one atomic operation per block, not per
+ * task. Unique, and increasing on each thread. */
+#define ID_BLOCK 64
+static _Thread_local uint64_t id_next, id_end; /* this thread's block */
+
 uint64_t pbl__next_id(void) {
   static _Atomic uint64_t next = 1;
-  return atomic_fetch_add_explicit(&next, 1, memory_order_relaxed);
+  if (id_next == id_end) {
+    id_next = atomic_fetch_add_explicit(&next, ID_BLOCK, memory_order_relaxed);
+    id_end = id_next + ID_BLOCK;
+  }
+  return id_next++;
 }
 
 pbl__failure *pbl__failure_new(int code, const char *msg) {
@@ -77,9 +86,14 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
                   const pbl_task_opts *opts, bool want_ref, pbl_task_t **out) {
   if (!PBL__VALID_LOOP(pl) || !opts_valid(opts) || size < sizeof(pbl_task_t))
     return UV_EINVAL;
+  /* The binding's reference first: an atomic operation after the fresh
+   * zeroed lines would wait for them to be written. */
+  pbl__loop_ref(pl);
   pbl_task_t *t = pbl__calloc(1, size);
-  if (t == NULL)
+  if (t == NULL) {
+    pbl__loop_unref(pl);
     return UV_ENOMEM;
+  }
   if (opts != NULL && (opts->name != NULL || opts->timeout_ms > 0 ||
                        opts->kill_grace_ms > 0)) {
     t->x = pbl__calloc(1, sizeof(*t->x));
@@ -104,7 +118,6 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
     t->data = opts->data;
   }
   QUEUE_INIT(&t->live);
-  pbl__loop_ref(pl);
   *out = t;
   return 0;
 nomem:
@@ -112,6 +125,7 @@ nomem:
     pbl__free(t->x->name);
   pbl__free(t->x);
   pbl__free(t);
+  pbl__loop_unref(pl);
   return UV_ENOMEM;
 }
 
@@ -157,7 +171,10 @@ pbl_task_t *pbl_task_retain(pbl_task_t *t) {
 void pbl_task_release(pbl_task_t *t) {
   if (!PBL__VALID_TASK(t))
     return;
-  if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+  /* Holding the last reference, nobody else can take one (that needs a
+   * reference): no atomic write. Acquire pairs with the other releases. */
+  if (atomic_load_explicit(&t->refs, memory_order_acquire) == 1 ||
+      atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
     task_free(t);
 }
 

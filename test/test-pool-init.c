@@ -136,6 +136,49 @@ static void test_failing_initializer(void **state) {
   pool_free_and_run(f, p);
 }
 
+/* A task pushed from the loop thread just as the initializer of the only
+ * thread fails (it spins until a deadline the loop thread knows, then
+ * fails) ends too: failed with that message, or by the next thread's. */
+enum { MEET_N = 1000, MEET_SPIN_NS = 20000 };
+static _Atomic uint64_t init_started;
+
+static void *spin_then_fail(void *arg) {
+  (void)arg;
+  uint64_t t0 = uv_hrtime();
+  atomic_store(&init_started, t0);
+  while (uv_hrtime() < t0 + MEET_SPIN_NS)
+    ;
+  pbl_fail(7, "init broke");
+  return NULL;
+}
+
+static void test_push_meets_failing_init(void **state) {
+  pbl_test_fixture *f = *state;
+  pbl_pool_opts o = {.workers = 1, .init = spin_then_fail};
+  pbl_pool_t *p;
+  assert_int_equal(pbl_thread_pool_new(f->pl, &o, &p), 0);
+  for (int i = 0; i < MEET_N; i++) {
+    atomic_store(&init_started, 0);
+    pbl_task_t *ts[2];
+    assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, &ts[0]), 0);
+    uint64_t t0, give_up = uv_hrtime() + 10000000000u; /* 10 s */
+    while ((t0 = atomic_load(&init_started)) == 0 && uv_hrtime() < give_up)
+      ;
+    assert_true(t0 != 0);
+    uint64_t at = t0 + MEET_SPIN_NS - 1000 + (uint64_t)(i % 400) * 5;
+    while (uv_hrtime() < at)
+      ;
+    assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, &ts[1]), 0);
+    assert_int_equal(pbl_wait_all(ts, 2, 10000), 0);
+    for (int j = 0; j < 2; j++) {
+      assert_int_equal(pbl_task_fail_code(ts[j]), 7);
+      pbl_task_release(ts[j]);
+    }
+    assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0); /* both drained */
+  }
+  pool_free_and_run(f, p);
+}
+
 int main(void) {
   pool_test_warm_up();
   const struct CMUnitTest tests[] = {
@@ -143,6 +186,7 @@ int main(void) {
       T(test_initializer_visible),
       T(test_recycled_thread_runs_init),
       T(test_failing_initializer),
+      T(test_push_meets_failing_init),
 #undef T
   };
   return cmocka_run_group_tests_name("pool-init", tests, NULL, NULL);

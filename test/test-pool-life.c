@@ -1,8 +1,10 @@
 /* Pools under concurrency and at the end of their life: scheduling from
  * several threads at once, from inside a task and from a callback;
- * cancels racing with workers; pbl_pool_free of a busy pool (also from a
- * callback); closing the binding under a busy pool. Every task must reach
- * an end state, and nothing -- thread, handle, fd -- may be left. */
+ * cancels racing with workers; loop-thread pushes meeting workers that go
+ * idle, and close or stop racing with them; pbl_pool_free of a busy pool
+ * (also from a callback); closing the binding under a busy pool. Every
+ * task must reach an end state, and nothing -- thread, handle, fd -- may
+ * be left. */
 #include "pool-helpers.h"
 
 typedef struct {
@@ -170,6 +172,133 @@ static void test_cancel_races(void **state) {
   pool_free_and_run(f, p);
 }
 
+/* ---- the loop thread schedules without the pool lock ---- */
+
+/* Bursts of one to three tasks, each run to its end before the next, so
+ * that pushes meet workers at every step of going idle, waking, retiring
+ * (max_tasks) and starting. None may be left unseen in the push list. */
+static void loop_bursts(pbl_test_fixture *f, unsigned max_tasks, int bursts) {
+  pbl_pool_t *p = new_pool(f, 2, max_tasks);
+  pool_cb_count c = {0};
+  pbl_task_opts o = {.on_done = count_cb, .data = &c};
+  calls_at_least w = {&c, 0};
+  for (int b = 0; b < bursts; b++) {
+    for (int i = 0; i <= b % 3; i++, w.want++)
+      assert_int_equal(pbl_pool_thread(p, identity, NULL, &o, NULL), 0);
+    assert_true(pbl_test_run_until(&f->uv, enough_calls, &w, 10000));
+  }
+  assert_int_equal(c.ok, w.want);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.done, (uint64_t)w.want);
+  assert_int_equal(st.queued, 0);
+  assert_int_equal(pbl_pool_close(p), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(c.calls, w.want); /* once each */
+  pool_free_and_run(f, p);
+}
+
+static void test_loop_bursts(void **state) {
+  loop_bursts(*state, 0, 3000);
+  loop_bursts(*state, 1, 200); /* a thread per task */
+}
+
+/* A push timed to land as the only worker, done with its task, finds the
+ * queue empty and goes idle: the task before spins until a deadline the
+ * loop thread knows, and the push comes a little before or after it. */
+enum { MEET_N = 4000, MEET_SPIN_NS = 20000 };
+
+typedef struct {
+  _Atomic uint64_t started;
+} spinner;
+
+static void *spin_a_while(void *arg) {
+  spinner *s = arg;
+  uint64_t t0 = uv_hrtime();
+  atomic_store(&s->started, t0);
+  while (uv_hrtime() < t0 + MEET_SPIN_NS)
+    ;
+  return NULL;
+}
+
+static void test_push_meets_idle_worker(void **state) {
+  pbl_test_fixture *f = *state;
+  pbl_pool_t *p = new_pool(f, 1, 0);
+  pool_cb_count c = {0};
+  pbl_task_opts o = {.on_done = count_cb, .data = &c};
+  calls_at_least w = {&c, 0};
+  for (int i = 0; i < MEET_N; i++) {
+    spinner s = {0};
+    assert_int_equal(pbl_pool_thread(p, spin_a_while, &s, &o, NULL), 0);
+    uint64_t t0, give_up = uv_hrtime() + 10000000000u; /* 10 s */
+    while ((t0 = atomic_load(&s.started)) == 0 && uv_hrtime() < give_up)
+      ;
+    assert_true(t0 != 0);
+    /* from 1 us before its end to 1 us after, in 5 ns steps */
+    uint64_t at = t0 + MEET_SPIN_NS - 1000 + (uint64_t)(i % 400) * 5;
+    while (uv_hrtime() < at)
+      ;
+    assert_int_equal(pbl_pool_thread(p, identity, NULL, &o, NULL), 0);
+    w.want += 2; /* the last push must run with no other push after it */
+    assert_true(pbl_test_run_until(&f->uv, enough_calls, &w, 10000));
+  }
+  assert_int_equal(c.ok, w.want);
+  pool_free_and_run(f, p);
+}
+
+/* Close or stop from another thread while the loop thread schedules: a
+ * task accepted before runs (close) or ends cancelled (stop), every later
+ * one is refused, and join finds nothing left. */
+enum { END_MAX = 100000 }; /* then the loop waits for the ender */
+
+typedef struct {
+  pbl_pool_t *pool;
+  bool stop;
+} ender_arg;
+
+static void ender(void *arg) {
+  ender_arg *a = arg;
+  assert_int_equal(a->stop ? pbl_pool_stop(a->pool) : pbl_pool_close(a->pool),
+                   0);
+}
+
+static void end_while_scheduling(pbl_test_fixture *f, bool stop) {
+  pbl_pool_t *p = new_pool(f, 2, 0);
+  pool_cb_count c = {0};
+  pbl_task_opts o = {.on_done = count_cb, .data = &c};
+  ender_arg a = {.pool = p, .stop = stop};
+  uv_thread_t th;
+  assert_int_equal(uv_thread_create(&th, ender, &a), 0);
+  calls_at_least w = {&c, 0};
+  int err;
+  while ((err = pbl_pool_thread(p, identity, NULL, &o, NULL)) == 0 &&
+         ++w.want < END_MAX)
+    ;
+  assert_int_equal(uv_thread_join(&th), 0);
+  while (err == 0 && (err = pbl_pool_thread(p, identity, NULL, &o, NULL)) == 0)
+    w.want++;
+  assert_int_equal(err, PBL_ECLOSED);
+  assert_true(pbl_test_run_until(&f->uv, enough_calls, &w, 30000));
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(pbl_pool_join(p, 0), 0);
+  assert_int_equal(c.calls, w.want);
+  assert_int_equal(c.ok + c.cancelled, w.want);
+  if (!stop)
+    assert_int_equal(c.ok, w.want);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.done + st.cancelled, (uint64_t)w.want);
+  assert_int_equal(st.queued + st.running, 0);
+  pool_free_and_run(f, p);
+}
+
+static void test_end_while_loop_schedules(void **state) {
+  for (int i = 0; i < 20; i++) {
+    end_while_scheduling(*state, false);
+    end_while_scheduling(*state, true);
+  }
+}
+
 /* ---- pbl_pool_free of a busy pool ---- */
 
 static void test_free_busy_pool(void **state) {
@@ -272,6 +401,9 @@ int main(void) {
       T(test_schedule_from_many_threads),
       T(test_schedule_from_task_and_callback),
       T(test_cancel_races),
+      T(test_loop_bursts),
+      T(test_push_meets_idle_worker),
+      T(test_end_while_loop_schedules),
       T(test_free_busy_pool),
       T(test_free_from_callback),
       cmocka_unit_test(test_binding_close_with_busy_pool),
