@@ -90,6 +90,9 @@ typedef struct pbl__task_ops {
   /* Any thread: words on an end other than a pbl_fail failure, or NULL
    * for pbl_strerror(err). May be NULL. */
   const char *(*message)(const pbl_task_t *t);
+  /* Loop thread, after the first delivery: the kind may have been
+   * waiting for it (pool items, pool.c). May be NULL. */
+  void (*delivered)(pbl_task_t *t);
   /* Process kinds: their child's info. NULL for thread kinds. */
   pbl__proc_info *(*proc)(const pbl_task_t *t);
   /* true if the task's end needs its loop to turn (PBL_EDEADLK rule). */
@@ -290,8 +293,10 @@ typedef enum {
  * PBL__DELIVER_NOW only on the loop thread. */
 bool pbl__task_end(pbl_task_t *t, pbl_task_state end, int err, void *result,
                    pbl__failure *failure, pbl__deliver_mode mode);
-/* Loop thread: delivers the callback of an ended task nobody claimed. */
-void pbl__task_deliver_due(pbl_task_t *t);
+/* Loop thread: delivers the callback of an ended task nobody claimed.
+ * Returns true if another claimed the first delivery and it has not run
+ * yet (it is on its way through the inbox). */
+bool pbl__task_deliver_due(pbl_task_t *t);
 /* Loop thread: a delivery taken from the inbox. */
 void pbl__task_deliver(pbl_task_t *t);
 /* Loop thread: in-flight holds; the task retires when the last is dropped

@@ -81,7 +81,13 @@ static void on_async(uv_async_t *a) {
     pbl_task_t *t = &done->base;
     bool held = done->held;
     pbl__timeout_disarm(t);
-    pbl__task_deliver_due(t); /* a callback may free or stop the pool */
+    /* A callback may free or stop the pool. */
+    if (pbl__task_deliver_due(t)) { /* on its way: live until it runs */
+      done->owed = true;
+      done->owed_by = p;
+      done = next;
+      continue;
+    }
     if (held)
       pbl__task_drop(t); /* may retire t */
     else
@@ -99,6 +105,23 @@ static void on_async(uv_async_t *a) {
     uv_mutex_unlock(&p->lock);
   }
   pbl__pool_settle(p);
+}
+
+void pbl__pool_item_delivered(pbl_task_t *t) {
+  pbl__pool_item *it = (pbl__pool_item *)t;
+  if (!it->owed)
+    return; /* not drained yet: the drain finds it delivered */
+  pbl_pool_t *p = it->owed_by;
+  it->owed = false;
+  if (it->held)
+    pbl__task_drop(t); /* may retire t */
+  else
+    pbl_task_release(t);
+  uv_mutex_lock(&p->lock);
+  p->live--;
+  pbl__pool_changed(p);
+  uv_mutex_unlock(&p->lock);
+  pbl__pool_settle(p); /* may close the async: p lives until its callback */
 }
 
 static void pool_destroy(pbl_pool_t *p) {

@@ -15,7 +15,11 @@
  * loop drains that list in batches (one uv_async_send per batch): it
  * disarms the item's timer, delivers its callback if nobody did, and drops
  * the pool reference. Ends by pbl_task_cancel() or a timeout are delivered
- * by the core as for any task; the drain then finds them delivered.
+ * by the core as for any task (a cancel from another thread through the
+ * binding's inbox). An item drained while such a delivery is still on its
+ * way stays live until it runs (the kind's `delivered` hook,
+ * pbl__pool_item_delivered): so uv_run() and a join never return, nor
+ * does the binding close, before the callback of every task of the pool.
  *
  * Liveness. The async is ref'd while an accepted item is not drained
  * (`live` > 0), or while a closed or stopped pool still has workers not
@@ -80,9 +84,11 @@ typedef struct pbl__pool_item {
     struct pbl__pool_item *arm_next; /* done: then, timers to arm on the
                                       * loop (thread pools: an item taken
                                       * is never queued again) */
+    pbl_pool_t *owed_by;         /* loop: drained, its delivery awaited */
   };
   uint32_t chunk_len;            /* first item of a job: its items; else 0 */
   bool held;                     /* loop: kept by a hold, not a reference */
+  bool owed;                     /* loop: owed_by is set */
 } pbl__pool_item;
 
 typedef struct pbl__pool_list {
@@ -200,6 +206,8 @@ int pbl__pool_item_new(pbl_pool_t *p, const pbl__task_ops *plain,
                        const pbl__task_ops *timed, size_t size,
                        const pbl_task_opts *opts, bool want_ref,
                        pbl__pool_item **out);
+/* Loop thread: the task ops' `delivered` hook of every pool item. */
+void pbl__pool_item_delivered(pbl_task_t *t);
 /* Frees items never accepted (an error path). */
 void pbl__pool_items_discard(pbl__pool_item **items, size_t n);
 

@@ -41,6 +41,7 @@ static const pbl__task_ops pitem_ops = {
     .destroy = pitem_destroy,
     .message = pbl__proc_message,
     .proc = pitem_proc,
+    .delivered = pbl__pool_item_delivered,
     .needs_loop = true,
 };
 

@@ -262,6 +262,8 @@ static void deliver_locked(pbl_task_t *t) {
   pbl__task_unlock(t);
 
   bool first = (t->lflags & PBL__L_DELIVERED) == 0;
+  /* Read now: for tasks without the hook, t may be gone after retiring. */
+  void (*delivered)(pbl_task_t *) = first ? t->ops->delivered : NULL;
   /* Callbacks after the work was told to stop. Before the task counts as
    * delivered: stopping work that never started (a thread task still
    * queued) drops its last hold, and must not retire the task yet. */
@@ -275,6 +277,8 @@ static void deliver_locked(pbl_task_t *t) {
   }
   if (first) {
     maybe_retire(t);
+    if (delivered != NULL)
+      delivered(t); /* the kind keeps t alive until this hook */
     return;
   }
   pbl_loop_t *pl = t->loop;
@@ -290,14 +294,16 @@ void pbl__task_deliver(pbl_task_t *t) {
 
 /* Claims and runs the delivery under one hold of the stripe lock: the
  * claim (S_DELIVERY_QUEUED) would be cleared again at once. */
-void pbl__task_deliver_due(pbl_task_t *t) {
+bool pbl__task_deliver_due(pbl_task_t *t) {
   pbl__task_lock(t);
-  bool due = PBL__ENDED(atomic_load_explicit(&t->state, memory_order_relaxed)) &&
-             (t->sflags & (PBL__S_DELIVERY_QUEUED | PBL__S_DELIVERED)) == 0;
-  if (due)
+  uint8_t f = t->sflags & (PBL__S_DELIVERY_QUEUED | PBL__S_DELIVERED);
+  if (PBL__ENDED(atomic_load_explicit(&t->state, memory_order_relaxed)) &&
+      f == 0) {
     deliver_locked(t);
-  else
-    pbl__task_unlock(t);
+    return false;
+  }
+  pbl__task_unlock(t);
+  return f == PBL__S_DELIVERY_QUEUED; /* claimed, first delivery not run */
 }
 
 void pbl__task_hold(pbl_task_t *t) {

@@ -31,10 +31,12 @@ static const pbl__pool_kind thread_kind;
  * timeout (a loop timer) may be what ends the task. */
 static const pbl__task_ops titem_ops = {
     .kind = "pool-thread",
+    .delivered = pbl__pool_item_delivered,
     .needs_loop = false,
 };
 static const pbl__task_ops titem_timed_ops = {
     .kind = "pool-thread",
+    .delivered = pbl__pool_item_delivered,
     .needs_loop = true,
 };
 

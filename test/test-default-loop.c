@@ -211,6 +211,67 @@ static void test_exit_inside_a_pool_task(void **state) {
   assert_int_equal(run_child_mode("exit-in-pool-task"), 7);
 }
 
+/* A pool on the default loop, stopped and joined from this thread while
+ * the loop thread is busy in another callback: the join returns only
+ * after the stopped task's callback ran. */
+typedef struct {
+  _Atomic int calls;
+  pbl_test_gate loop_busy; /* open: counts the slow callback's entry */
+} stop_join_probe;
+
+static void *spin_until_cancelled(void *arg) {
+  (void)arg;
+  while (!pbl_cancelled())
+    uv_sleep(1);
+  return NULL;
+}
+
+static void *started_then_return(void *arg) {
+  pbl_test_gate_pass(arg);
+  return NULL;
+}
+
+static void counting_cb(pbl_task_t *t, void *data) {
+  (void)t;
+  uv_sleep(100); /* a join that does not wait would return meanwhile */
+  atomic_fetch_add(&((stop_join_probe *)data)->calls, 1);
+}
+
+static void slow_cb(pbl_task_t *t, void *data) {
+  (void)t;
+  pbl_test_gate_pass(&((stop_join_probe *)data)->loop_busy);
+  uv_sleep(300); /* the loop is busy while the main thread stops */
+}
+
+static void test_join_waits_for_the_callbacks(void **state) {
+  (void)state;
+  stop_join_probe pr = {0};
+  pbl_test_gate_init(&pr.loop_busy);
+  pbl_test_gate_open(&pr.loop_busy);
+  pbl_test_gate running;
+  pbl_test_gate_init(&running);
+  pbl_test_gate_open(&running);
+  pbl_loop_t *pl = pbl_default_loop();
+  pbl_pool_opts po = {.workers = 1};
+  pbl_pool_t *p;
+  assert_int_equal(pbl_thread_pool_new(pl, &po, &p), 0);
+  pbl_task_opts o = {.on_done = counting_cb, .data = &pr};
+  assert_int_equal(pbl_pool_thread(p, spin_until_cancelled, NULL, &o, NULL),
+                   0);
+  pbl_task_opts s = {.on_done = slow_cb, .data = &pr};
+  /* On libuv's pool: its callback runs in the binding's drain, where the
+   * stopped task's callback is posted to. */
+  assert_int_equal(pbl_thread(pl, started_then_return, &running, &s, NULL),
+                   0);
+  assert_true(pbl_test_gate_wait_entered(&pr.loop_busy, 1, 10000));
+  assert_int_equal(pbl_pool_stop(p), 0);
+  assert_int_equal(pbl_pool_join(p, -1), 0);
+  assert_int_equal(atomic_load(&pr.calls), 1);
+  pbl_pool_free(p);
+  pbl_test_gate_destroy(&running);
+  pbl_test_gate_destroy(&pr.loop_busy);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "exit-with-running-task") == 0)
     return exit_with_running_task();
@@ -224,6 +285,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_default_loop_runs_tasks_off_the_main_thread),
       cmocka_unit_test(test_users_cannot_close_the_default_loop),
       cmocka_unit_test(test_default_loop_from_many_threads),
+      cmocka_unit_test(test_join_waits_for_the_callbacks),
   };
   return cmocka_run_group_tests_name("default-loop", tests, NULL, NULL);
 }

@@ -344,6 +344,76 @@ static void test_free_from_callback(void **state) {
   assert_int_equal(a.c.ok + a.c.cancelled, 20);
 }
 
+/* ---- a running task ended from a callback ----
+ * Its callback travels through the binding's inbox while its worker hands
+ * it back to the pool: uv_run() must not return before that callback,
+ * whichever comes first. */
+
+typedef struct {
+  pbl_pool_t *pool;
+  pbl_task_t *victim;
+  pbl_test_gate started;
+  bool stop; /* pbl_pool_stop, else pbl_task_cancel */
+} end_in_cb_arg;
+
+static void *enter_then_spin(void *arg) {
+  pbl_test_gate_pass(arg); /* open: only counts this task in */
+  return until_cancelled(NULL);
+}
+
+static void *wait_victim_started(void *arg) {
+  end_in_cb_arg *a = arg;
+  return pbl_test_gate_wait_entered(&a->started, 1, 10000) ? a : NULL;
+}
+
+static void end_victim_cb(pbl_task_t *t, void *data) {
+  end_in_cb_arg *a = data;
+  void *started = NULL;
+  assert_int_equal(pbl_task_get(t, 0, &started), 0);
+  assert_ptr_equal(started, a); /* the victim runs */
+  if (a->stop)
+    assert_int_equal(pbl_pool_stop(a->pool), 0);
+  else
+    assert_int_equal(pbl_task_cancel(a->victim), 0);
+  /* A callback that goes on a little: the worker sees the cancel and
+   * hands the task back before the loop looks at its inbox again. */
+  uv_sleep(50);
+}
+
+static void end_running_from_callback(pbl_test_fixture *f, bool stop) {
+  pbl_pool_t *p = new_pool(f, 1, 0);
+  end_in_cb_arg a = {.pool = p, .stop = stop};
+  pbl_test_gate_init(&a.started);
+  pbl_test_gate_open(&a.started);
+  pool_cb_count c = {0};
+  pbl_task_opts o = {.on_done = count_cb, .data = &c};
+  assert_int_equal(
+      pbl_pool_thread(p, enter_then_spin, &a.started, &o, &a.victim), 0);
+  /* On libuv's pool: its callback runs in the binding's own drain, the
+   * one the victim's callback is posted to. */
+  pbl_task_opts e = {.on_done = end_victim_cb, .data = &a};
+  assert_int_equal(pbl_thread(f->pl, wait_victim_started, &a, &e, NULL), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(pbl_task_state_of(a.victim), PBL_CANCELLED);
+  assert_int_equal(c.calls, 1); /* before uv_run returned */
+  assert_int_equal(c.cancelled, 1);
+  if (!stop)
+    assert_int_equal(pbl_pool_close(p), 0);
+  assert_int_equal(pbl_pool_join(p, -1), 0);
+  pbl_pool_free(p);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  pbl_task_release(a.victim);
+  pbl_test_gate_destroy(&a.started);
+}
+
+static void test_cancel_running_from_callback(void **state) {
+  end_running_from_callback(*state, false);
+}
+
+static void test_stop_from_callback_delivers_first(void **state) {
+  end_running_from_callback(*state, true);
+}
+
 /* ---- closing the binding under a busy pool ---- */
 
 static int closed_calls;
@@ -394,8 +464,24 @@ static void test_binding_close_with_busy_pool(void **state) {
   assert_int_equal(pbl_test_count_fds(), fds);
 }
 
+static void noop_work(uv_work_t *w) {
+  (void)w;
+}
+
+/* libuv starts its pool's threads at its first work, and they stay: have
+ * them before any test counts threads. */
+static void warm_up_libuv_pool(void) {
+  uv_loop_t uv;
+  uv_work_t w;
+  assert_int_equal(uv_loop_init(&uv), 0);
+  assert_int_equal(uv_queue_work(&uv, &w, noop_work, NULL), 0);
+  assert_int_equal(uv_run(&uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&uv), 0);
+}
+
 int main(void) {
   pool_test_warm_up();
+  warm_up_libuv_pool();
   const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_schedule_from_many_threads),
@@ -406,6 +492,8 @@ int main(void) {
       T(test_end_while_loop_schedules),
       T(test_free_busy_pool),
       T(test_free_from_callback),
+      T(test_cancel_running_from_callback),
+      T(test_stop_from_callback_delivers_first),
       cmocka_unit_test(test_binding_close_with_busy_pool),
 #undef T
   };
