@@ -321,7 +321,8 @@ typedef struct {
  * message and PBL_EFAILED, and no thread starts again until a task
  * arrives. Thread: any (from another thread the loop must be running: the
  * pool binds to it there). Returns 0 and sets *out, UV_EINVAL (also for
- * process-pool options), UV_ENOMEM, PBL_ECLOSED. */
+ * process-pool options: a thread cannot be killed, so kill_grace_ms and
+ * init_timeout_ms must be 0), UV_ENOMEM, PBL_ECLOSED. */
 PBL_EXTERN int pbl_thread_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
                                    pbl_pool_t **out);
 /* A pool of persistent worker processes (this program, or
@@ -401,8 +402,9 @@ PBL_EXTERN int pbl_pool_stop(pbl_pool_t *p);
  * reaped); timeout_ms as for pbl_task_wait. Thread: any (callbacks are
  * delivered by the loop: from another thread it must be running); on the
  * loop thread while callbacks are still owed, or on one of the pool's own
- * threads, PBL_EDEADLK at once. After uv_run() returns, a join on the
- * loop thread returns 0 at once. Returns 0, UV_ETIMEDOUT, PBL_EDEADLK,
+ * threads, PBL_EDEADLK at once, but a zero timeout only looks (0 or
+ * UV_ETIMEDOUT). After uv_run() returns, a join on the loop thread
+ * returns 0 at once. Returns 0, UV_ETIMEDOUT, PBL_EDEADLK,
  * UV_EINVAL (a running pool). */
 PBL_EXTERN int pbl_pool_join(pbl_pool_t *p, int64_t timeout_ms);
 /* A snapshot. Counts tasks (map inputs), not chunks; a task is counted in

@@ -314,6 +314,10 @@ static inline bool pbl__task_ended(const pbl_task_t *t) {
 }
 pbl__failure *pbl__failure_new(int code, const char *msg);
 
+/* wait.c: uv_hrtime() timeout_ms from now; UINT64_MAX for a negative
+ * timeout, or one so long the sum would wrap. */
+uint64_t pbl__deadline_of(int64_t timeout_ms);
+
 /* timeout.c: loop thread. Arms the task's timer for what remains of its
  * timeout, counted from x->started_ns. Takes a hold until closed. */
 void pbl__timeout_arm(pbl_task_t *t);

@@ -19,6 +19,11 @@ int pbl__pool_item_new(pbl_pool_t *p, const pbl__task_ops *plain,
   return 0;
 }
 
+int pbl__pool_submit_task(void *p, pbl_task_t *t) {
+  pbl__pool_item *it = (pbl__pool_item *)t;
+  return pbl__pool_submit(p, &it, 1, 1);
+}
+
 void pbl__pool_items_discard(pbl__pool_item **items, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (items[i] != NULL)

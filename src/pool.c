@@ -9,8 +9,6 @@
 
 #include "pool.h"
 
-#define NS_PER_MS 1000000ull
-
 _Thread_local pbl_pool_t *pbl__pool_self;
 
 /* ---- running a function on the loop thread, from any thread ---- */
@@ -299,9 +297,7 @@ int pbl_pool_stop(pbl_pool_t *p) {
 int pbl_pool_join(pbl_pool_t *p, int64_t timeout_ms) {
   if (!PBL__VALID_POOL(p))
     return UV_EINVAL;
-  uint64_t deadline = timeout_ms < 0
-                          ? UINT64_MAX
-                          : uv_hrtime() + (uint64_t)timeout_ms * NS_PER_MS;
+  uint64_t deadline = pbl__deadline_of(timeout_ms);
   uv_mutex_lock(&p->lock);
   if (p->state == PBL__POOL_RUNNING) {
     uv_mutex_unlock(&p->lock);
@@ -316,8 +312,10 @@ int pbl_pool_join(pbl_pool_t *p, int64_t timeout_ms) {
       uv_mutex_unlock(&p->lock);
       p->kind->reap(p);
       uv_mutex_lock(&p->lock);
-    } else if (here && (p->live > 0 || p->kind->reaps_on_loop)) {
-      err = PBL_EDEADLK; /* only this thread's loop could finish it */
+    } else if (here && timeout_ms != 0 &&
+               (p->live > 0 || p->kind->reaps_on_loop)) {
+      err = PBL_EDEADLK; /* only this thread's loop could finish it; a
+                            zero timeout only looks (UV_ETIMEDOUT) */
     } else {
       uint64_t now = uv_hrtime();
       if (now >= deadline)

@@ -217,6 +217,10 @@ void pbl__pool_items_discard(pbl__pool_item **items, size_t n);
 int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
                      size_t chunk);
 
+/* One task as one job, for pbl__task_submit_out (which discards it on
+ * error, as pbl__pool_items_discard would). */
+int pbl__pool_submit_task(void *p, pbl_task_t *t);
+
 /* Many inputs in chunks, for both kinds: make(i) builds input i's item.
  * tasks may be NULL (fire and forget). */
 typedef int (*pbl__pool_make_fn)(pbl_pool_t *p, size_t i,

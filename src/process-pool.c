@@ -208,13 +208,6 @@ static int check(pbl_pool_t *p, pbl_process_fn fn, const pbl_task_opts *opts,
   return *name != NULL ? 0 : PBL_ENOFUNC;
 }
 
-/* One item, one job (pbl__task_submit_out discards it on error, as
- * pbl__pool_items_discard would). */
-static int submit_item(void *p, pbl_task_t *t) {
-  pbl__pool_item *it = (pbl__pool_item *)t;
-  return pbl__pool_submit(p, &it, 1, 1);
-}
-
 int pbl_pool_process(pbl_pool_t *p, pbl_process_fn fn, const void *in,
                      size_t len, const pbl_task_opts *opts,
                      pbl_task_t **task) {
@@ -228,7 +221,7 @@ int pbl_pool_process(pbl_pool_t *p, pbl_process_fn fn, const void *in,
   err = make_item(p, name, in, len, opts, task != NULL, &it);
   if (err != 0)
     return err;
-  return pbl__task_submit_out(&it->base, task, submit_item, p);
+  return pbl__task_submit_out(&it->base, task, pbl__pool_submit_task, p);
 }
 
 typedef struct {

@@ -138,9 +138,11 @@ int pbl_thread_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
                         pbl_pool_t **out) {
   if (!PBL__VALID_LOOP(pl) || out == NULL)
     return UV_EINVAL;
+  /* Process pool options on a thread pool are a mistake: a thread cannot
+   * be killed, so not even an initializer's timeout can be kept. */
   if (o != NULL && (o->process_init != NULL || o->worker_path != NULL ||
-                    o->kill_grace_ms < 0))
-    return UV_EINVAL; /* process pool options on a thread pool: a mistake */
+                    o->kill_grace_ms != 0 || o->init_timeout_ms != 0))
+    return UV_EINVAL;
   pbl__tpool *tp = pbl__calloc(1, sizeof(*tp));
   if (tp == NULL)
     return UV_ENOMEM;
@@ -185,15 +187,7 @@ int pbl_pool_thread(pbl_pool_t *p, pbl_thread_fn fn, void *arg,
   int err = make_item(p, fn, arg, opts, task != NULL, &it);
   if (err != 0)
     return err;
-  if (task != NULL)
-    *task = &it->base; /* before submit: a fire-and-forget item may go */
-  err = pbl__pool_submit(p, &it, 1, 1);
-  if (err != 0) {
-    if (task != NULL)
-      *task = NULL;
-    pbl__pool_items_discard(&it, 1);
-  }
-  return err;
+  return pbl__task_submit_out(&it->base, task, pbl__pool_submit_task, p);
 }
 
 typedef struct {

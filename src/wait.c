@@ -21,8 +21,7 @@ void pbl__waiter_fire(pbl__waiter *w) {
   uv_mutex_unlock(&w->mu);
 }
 
-/* Waits of zero never reach here; negative means forever. */
-static uint64_t deadline_of(int64_t timeout_ms) {
+uint64_t pbl__deadline_of(int64_t timeout_ms) {
   uint64_t now = uv_hrtime();
   if (timeout_ms < 0 || (uint64_t)timeout_ms > (UINT64_MAX - now) / NS_PER_MS)
     return UINT64_MAX; /* forever, or as good as: no wrap-around */
@@ -107,7 +106,7 @@ static int wait_one(pbl_task_t *t, int64_t timeout_ms) {
   if (err != 0)
     return err;
   if (link_node(t, &n, &w)) {
-    sleep_until(&w, deadline_of(timeout_ms));
+    sleep_until(&w, pbl__deadline_of(timeout_ms));
     unlink_node(t, &n);
   }
   waiter_destroy(&w);
@@ -147,7 +146,7 @@ int pbl_wait_all(pbl_task_t **ts, size_t n, int64_t timeout_ms) {
   for (size_t i = 0; i < n; i++) /* refuse before blocking on any */
     if (!pbl__task_ended(ts[i]) && timeout_ms != 0 && would_deadlock(ts[i]))
       return PBL_EDEADLK;
-  uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : deadline_of(timeout_ms);
+  uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : pbl__deadline_of(timeout_ms);
   for (size_t i = 0; i < n; i++) {
     int64_t left = -1;
     if (deadline != UINT64_MAX) {
@@ -207,7 +206,7 @@ int pbl_wait_any(pbl_task_t **ts, size_t n, int64_t timeout_ms,
         linked++;
     }
     if (!ended)
-      sleep_until(&w, deadline_of(timeout_ms));
+      sleep_until(&w, pbl__deadline_of(timeout_ms));
     for (size_t i = 0; i < linked; i++)
       unlink_node(ts[i], &nodes[i]);
     waiter_destroy(&w);

@@ -349,6 +349,11 @@ static void test_bad_input(void **state) {
   assert_int_equal(pbl_thread_pool_new(NULL, NULL, &p), UV_EINVAL);
   assert_int_equal(pbl_thread_pool_new(f->pl, NULL, NULL), UV_EINVAL);
   assert_int_equal(pbl_thread_pool_new(f->pl, &bad, &p), UV_EINVAL);
+  /* A thread cannot be killed: no grace, no initializer timeout. */
+  pbl_pool_opts grace = {.kill_grace_ms = 10};
+  assert_int_equal(pbl_thread_pool_new(f->pl, &grace, &p), UV_EINVAL);
+  pbl_pool_opts init_timeout = {.init_timeout_ms = 10};
+  assert_int_equal(pbl_thread_pool_new(f->pl, &init_timeout, &p), UV_EINVAL);
   assert_null(p);
   assert_int_equal(pbl_thread_pool_new(f->pl, NULL, &p), 0);
   pbl_task_opts neg = {.timeout_ms = -1};
@@ -369,7 +374,6 @@ static void test_bad_input(void **state) {
   pbl_pool_free(NULL);
   pool_free_and_run(f, p);
 }
-
 
 int main(void) {
   pool_test_warm_up();
