@@ -27,7 +27,7 @@ static void note(invariant *inv, const chaos_record *rec) {
 }
 
 static void print_invariant(const invariant *inv) {
-  printf("  %-46s %s", inv->what, inv->bad == 0 ? "ok" : "FAILED");
+  printf("  %-54s %s", inv->what, inv->bad == 0 ? "ok" : "FAILED");
   if (inv->bad > 0 && inv->example != NULL) {
     const chaos_record *e = inv->example;
     printf(" (%llu; e.g. a %s task, behaviour %d, ended %s %s, %d "
@@ -52,8 +52,12 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
   invariant allowed = {"every end is one its behaviour and faults allow", 0,
                        NULL};
   invariant agree = {"the task's state is the one its callback saw", 0, NULL};
-  invariant stats = {"pool stats add up to the tasks scheduled", 0, NULL};
+  invariant stats = {"pools: made, joined after every callback, stats add up",
+                     0, NULL};
   invariant leaks = {"no fd, thread, child or zombie left", 0, NULL};
+  /* A kind with no task at all means the run lost its reach. */
+  invariant reach = {"every kind of task ran (runs of 5 s and more)", 0,
+                     NULL};
 
   for (const chaos_record *rec = chaos.records; rec != NULL; rec = rec->next) {
     tasks[rec->kind]++;
@@ -75,6 +79,11 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
       note(&agree, rec);
   }
   stats.bad = atomic_load(&chaos.pool_stats_bad);
+  for (int k = 0; k < K_KINDS && seconds >= 5; k++)
+    if (tasks[k] == 0) {
+      fprintf(stderr, "chaos: no %s task ran\n", kind_names[k]);
+      reach.bad++;
+    }
   if (pbl_test_count_fds() != fds_before) {
     fprintf(stderr, "chaos: %zu fds open, %zu before\n", pbl_test_count_fds(),
             fds_before);
@@ -129,7 +138,7 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
          (unsigned long long)atomic_load(&chaos.from_callbacks));
   printf("  invariants:\n");
   const invariant *all[] = {&once,  &on_loop, &result, &allowed,
-                            &agree, &stats,   &leaks};
+                            &agree, &stats,   &leaks,  &reach};
   int failures = 0;
   for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
     print_invariant(all[i]);

@@ -43,10 +43,11 @@ void chaos_op_pool_new(chaos_rng *r) {
       .workers = 1 + (unsigned)rng_below(r, 3),
       .max_tasks = rng_chance(r, 70) ? 0 : 1 + (unsigned)rng_below(r, 4),
       .queue_limit = rng_chance(r, 70) ? 0 : 20 + rng_below(r, 80),
-      .kill_grace_ms = 20 + (int64_t)rng_below(r, 200),
   };
+  int64_t grace = 20 + (int64_t)rng_below(r, 200);
   bool failing = rng_chance(r, 5);
   if (process) {
+    o.kill_grace_ms = grace; /* threads cannot be killed: EINVAL there */
     o.process_init = failing             ? chaos_init_fail
                      : rng_chance(r, 20) ? chaos_init_ok
                                          : NULL;
@@ -78,6 +79,11 @@ void chaos_op_pool_new(chaos_rng *r) {
   if (err != 0) {
     free(cp);
     atomic_fetch_add(&chaos.refused, 1);
+    if (err != UV_ENOMEM) { /* the options are ours: only memory may fail */
+      atomic_fetch_add(&chaos.pool_stats_bad, 1);
+      fprintf(stderr, "chaos: a %s pool was refused: %s\n",
+              process ? "process" : "thread", pbl_err_name(err));
+    }
     return;
   }
   atomic_fetch_add(&chaos.pools_made, 1);
@@ -201,18 +207,33 @@ void chaos_pool_allow(chaos_pool *cp, unsigned states) {
   uv_mutex_unlock(&chaos.lock);
 }
 
-/* Joins and checks that the pool's stats add up to what it accepted. */
+/* Tasks of a pool whose callback has not run yet. */
+static size_t pool_owed(chaos_pool *cp) {
+  size_t n = 0;
+  uv_mutex_lock(&chaos.lock);
+  for (size_t i = 0; i < chaos.n_in_flight; i++)
+    if (chaos.in_flight[i] != NULL && chaos.in_flight[i]->pool == cp)
+      n++;
+  uv_mutex_unlock(&chaos.lock);
+  return n;
+}
+
+/* Joins and checks that the pool's stats add up to what it accepted, and
+ * that every callback of its tasks ran before the join returned. */
 static void pool_join_check(chaos_pool *cp) {
   int err = pbl_pool_join(cp->pool, POOL_JOIN_MS);
+  size_t owed = err == 0 ? pool_owed(cp) : 0;
   pbl_pool_stats_t st;
-  bool ok = err == 0 && pbl_pool_stats(cp->pool, &st) == 0 && st.queued == 0 &&
-            st.running == 0 &&
+  bool ok = err == 0 && owed == 0 && pbl_pool_stats(cp->pool, &st) == 0 &&
+            st.queued == 0 && st.running == 0 &&
             st.done + st.failed + st.cancelled + st.timed_out + st.expired ==
                 atomic_load(&cp->accepted);
   if (!ok) {
     atomic_fetch_add(&chaos.pool_stats_bad, 1);
-    fprintf(stderr, "chaos: pool %p join %s, stats do not add up to %llu\n",
-            (void *)cp->pool, pbl_err_name(err),
+    fprintf(stderr,
+            "chaos: pool %p join %s with %zu callbacks owed; stats must add "
+            "up to %llu\n",
+            (void *)cp->pool, pbl_err_name(err), owed,
             (unsigned long long)atomic_load(&cp->accepted));
   }
 }
