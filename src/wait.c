@@ -146,7 +146,7 @@ int pbl_wait_all(pbl_task_t **ts, size_t n, int64_t timeout_ms) {
   for (size_t i = 0; i < n; i++) /* refuse before blocking on any */
     if (!pbl__task_ended(ts[i]) && timeout_ms != 0 && would_deadlock(ts[i]))
       return PBL_EDEADLK;
-  uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : pbl__deadline_of(timeout_ms);
+  uint64_t deadline = pbl__deadline_of(timeout_ms); /* <0: UINT64_MAX */
   for (size_t i = 0; i < n; i++) {
     int64_t left = -1;
     if (deadline != UINT64_MAX) {

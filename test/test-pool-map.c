@@ -140,23 +140,24 @@ static void test_map_error_in_one_item(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 34: the timeout applies per chunk: twenty 60 ms items in
- * chunks of five on one worker take 1.2 s, past the 1 s timeout, yet
- * each chunk (300 ms) is well within it. */
-static void *sleep_60ms(void *arg) {
-  uv_sleep(60); /* the work itself, not a wait for something */
+/* Scenario 34: the timeout applies per chunk: thirty 50 ms items in
+ * chunks of two on one worker take 1.5 s, past the 1 s timeout, yet each
+ * chunk (100 ms) is well within it, with 900 ms to spare for a loaded
+ * machine or a sanitizer. */
+static void *sleep_50ms(void *arg) {
+  uv_sleep(50); /* the work itself, not a wait for something */
   return arg;
 }
 
 static void test_map_timeout_per_chunk(void **state) {
   pbl_test_fixture *f = *state;
   pbl_pool_t *p = new_pool(f, 1, 0);
-  enum { N = 20 };
+  enum { N = 30 };
   void *args[N] = {NULL};
   pbl_task_t *ts[N];
   pool_cb_count c = {0};
   pbl_task_opts o = {.on_done = count_cb, .data = &c, .timeout_ms = 1000};
-  assert_int_equal(pbl_pool_map_thread(p, sleep_60ms, args, N, 5, &o, ts), 0);
+  assert_int_equal(pbl_pool_map_thread(p, sleep_50ms, args, N, 2, &o, ts), 0);
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   assert_int_equal(c.ok, N);
   release_all(ts, N);

@@ -397,7 +397,8 @@ static void test_fs_work_is_not_starved(void **state) {
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   assert_true(c.stat_done);
   assert_int_equal(atomic_load(&c.tasks_done), 200);
-  print_message("fs request done after %d of 200 tasks\n", c.tasks_done_at_stat);
+  print_message("fs request done after %d of 200 tasks\n",
+                c.tasks_done_at_stat);
   assert_true(c.tasks_done_at_stat < 100);
 }
 
