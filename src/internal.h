@@ -97,6 +97,9 @@ typedef struct pbl__task_ops {
   pbl__proc_info *(*proc)(const pbl_task_t *t);
   /* true if the task's end needs its loop to turn (PBL_EDEADLK rule). */
   bool needs_loop;
+  /* An internal task users never see: it takes no id (id 0), so users'
+   * ids stay 1, 2, 3... */
+  bool unnumbered;
 } pbl__task_ops;
 
 /* Failure recorded by pbl_fail(); published to readers by settle. */

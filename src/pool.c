@@ -34,6 +34,7 @@ static const pbl__task_ops call_ops = {
     .kind = "loop-call",
     .start = call_start,
     .needs_loop = true,
+    .unnumbered = true,
 };
 
 static int on_loop(pbl_loop_t *pl, int (*fn)(void *arg), void *arg) {

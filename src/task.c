@@ -110,7 +110,7 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
   t->magic = PBL__TASK_MAGIC;
   atomic_init(&t->state, PBL_PENDING);
   atomic_init(&t->refs, want_ref ? 2u : 1u);
-  t->id = pbl__next_id();
+  t->id = ops->unnumbered ? 0 : pbl__next_id();
   t->loop = pl;
   t->ops = ops;
   if (opts != NULL) {
