@@ -135,7 +135,7 @@ void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
    * program that is no worker must not send a task round for ever. */
   pbl__pool_item *head = pbl__pworker_head(w);
   if (head != NULL && !early &&
-      !pbl__pworker_delivered(w, (pbl__pitem *)head))
+      !pbl__pworker_may_have_run(w, (pbl__pitem *)head))
     head = NULL;
   if (w->state == PBL__PW_STARTING) {
     char msg[192];

@@ -210,6 +210,52 @@ static void test_idle_worker_killed(void **state) {
   pool_free_and_run(f, k.p);
 }
 
+/* true once process `pid` is stopped (SIGSTOP took hold). */
+static bool pid_stopped(int pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE *fp = fopen(path, "r");
+  if (fp == NULL)
+    return false;
+  bool stopped =
+      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") T ") != NULL;
+  fclose(fp);
+  return stopped;
+}
+
+/* A task sent to an idle worker that is killed from outside before it
+ * read the call -- here the worker is stopped, so the call surely sits
+ * unread in its socket -- never started: it is requeued and runs on the
+ * next worker, it does not expire with the dead one. (The chaos test met
+ * this as the window between a kill() and the worker's end.) */
+static void test_idle_worker_killed_before_reading(void **state) {
+  F(state);
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *first = submit(p, fn_pid, NULL, 0, NULL);
+  assert_true(pbl_test_run_until(&f->uv, task_ended, first, 30000));
+  int pid = pid_result(first);
+  assert_int_equal(kill(pid, SIGSTOP), 0);
+  uint64_t t0 = uv_hrtime();
+  while (!pid_stopped(pid) && uv_hrtime() - t0 < 10000000000ull)
+    sched_yield(); /* the kernel's stop, not the loop: nothing to run */
+  assert_true(pid_stopped(pid));
+  pbl_task_t *second = submit(p, fn_pid, NULL, 0, NULL);
+  /* RUNNING: its call was written whole to the stopped worker. */
+  assert_true(pbl_test_run_until(&f->uv, task_running, second, 30000));
+  assert_int_equal(pbl_task_pid(second), pid);
+  assert_int_equal(kill(pid, SIGKILL), 0);
+  run_dry(f);
+  assert_int_equal(pbl_task_state_of(second), PBL_DONE);
+  assert_int_not_equal(pid_result(second), pid);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.expired, 0);
+  assert_int_equal(st.done, 2);
+  pbl_task_release(first);
+  pbl_task_release(second);
+  pool_free_and_run(f, p);
+}
+
 /* A worker that writes garbage: its task fails with PBL_EPROTO, the
  * worker is killed, the pool goes on. */
 static void test_malformed_answer(void **state) {
@@ -333,6 +379,8 @@ int main(int argc, char **argv) {
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_killed_from_outside, pool_setup,
                                       pool_teardown),
+      cmocka_unit_test_setup_teardown(test_idle_worker_killed_before_reading,
+                                      pool_setup, pool_teardown),
       cmocka_unit_test_setup_teardown(test_idle_worker_killed, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_malformed_answer, pool_setup,
