@@ -61,7 +61,8 @@
  * death in a row; a failing initializer (or one that runs past
  * init_timeout_ms: its worker is killed), or a worker that cannot be
  * started when none runs, fails the queued tasks and blocks starts until
- * a new task arrives.
+ * a new task arrives -- or a task comes back to the queue from a worker
+ * that died or was killed (it never ran: it counts as arriving).
  *
  * Liveness. Idle workers' handles are unref'd: the front end's async keeps
  * the loop alive while tasks are live. A dying or retiring worker is

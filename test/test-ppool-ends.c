@@ -363,6 +363,52 @@ static void test_initializer_times_out(void **state) {
   pool_free_and_run(f, p);
 }
 
+/* A task requeued after an initializer failed is not left waiting for a
+ * start that never comes. Here worker 1 starts fine and takes a and b
+ * (pipelined); worker 2, started for c, hangs in its initializer: past
+ * init_timeout_ms c fails and starts are blocked. Then a is cancelled:
+ * worker 1 is killed and b, which never ran, goes back to the queue. b
+ * must run on a new worker -- it arrives in the queue as a new task
+ * would -- not wait there for ever (a closed pool's join would hang). */
+static void test_requeued_after_initializer_fails(void **state) {
+  F(state);
+  char path[64];
+  test_path(path, sizeof(path), "init-hangs");
+  pbl_pool_opts o = {.workers = 2, .process_init = fn_init_hang_if,
+                     .init_arg = path, .init_len = strlen(path) + 1,
+                     .init_timeout_ms = 1000, .kill_grace_ms = 100};
+  pbl_pool_t *p = new_ppool(f, &o);
+  pbl_task_t *a = submit(p, fn_sleep, NULL, 0, NULL);
+  pbl_task_t *b = submit(p, fn_pid, NULL, 0, NULL);
+  assert_true(pbl_test_run_until(&f->uv, task_running, a, 30000));
+  FILE *fp = fopen(path, "w"); /* workers started from now on hang */
+  assert_non_null(fp);
+  fclose(fp);
+  pbl_task_t *c = submit(p, fn_pid, NULL, 0, NULL);
+  assert_true(pbl_test_run_until(&f->uv, task_ended, c, 30000));
+  assert_int_equal(pbl_task_state_of(c), PBL_FAILED);
+  assert_string_equal(pbl_task_message(c),
+                      "initializer timed out after 1000 ms");
+  assert_int_equal(pbl_task_state_of(b), PBL_PENDING); /* behind a */
+  assert_int_equal(unlink(path), 0); /* the next worker starts fine */
+  assert_int_equal(pbl_task_cancel(a), 0);
+  assert_int_equal(pbl_pool_close(p), 0);
+  assert_true(pbl_test_run_until(&f->uv, task_ended, b, 10000));
+  assert_int_equal(pbl_task_state_of(b), PBL_DONE);
+  assert_int_not_equal(pid_result(b), pbl_task_pid(a));
+  run_dry(f);
+  assert_int_equal(pbl_pool_join(p, 0), 0);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.cancelled, 1);
+  assert_int_equal(st.failed, 1);
+  assert_int_equal(st.done, 1);
+  pbl_task_release(a);
+  pbl_task_release(b);
+  pbl_task_release(c);
+  pool_free_and_run(f, p);
+}
+
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   pool_test_warm_up();
@@ -391,6 +437,8 @@ int main(int argc, char **argv) {
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_initializer_crashes, pool_setup,
                                       pool_teardown),
+      cmocka_unit_test_setup_teardown(test_requeued_after_initializer_fails,
+                                      pool_setup, pool_teardown),
       cmocka_unit_test_setup_teardown(test_initializer_times_out, pool_setup,
                                       pool_teardown),
   };
