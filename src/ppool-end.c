@@ -21,7 +21,11 @@ void pbl__pworker_init_failed(pbl__pworker *w, int err, int code,
 }
 
 /* Takes every item off w: ended ones are finished, the others requeued
- * (cancelled if the pool stopped). */
+ * (cancelled if the pool stopped). Requeued items arrive in the queue as
+ * new tasks do: they allow starts again. Starts blocked by a failing
+ * initializer wait for a task to arrive, and the tasks the failure
+ * failed were only those queued then: a task that was on a worker and
+ * comes back would wait for ever -- and a closed pool's join with it. */
 static void detach(pbl__pworker *w) {
   pbl_pool_t *p = &w->pp->base;
   pbl__pool_item *keep[PBL__PPOOL_DEPTH] = {NULL};
@@ -71,8 +75,10 @@ static void detach(pbl__pworker *w) {
       pbl__pworker_leave(it);
     }
   for (unsigned j = njobs; j-- > 0;)
-    if (keep[j] != NULL)
+    if (keep[j] != NULL) {
       pbl__pool_requeue(p, keep[j]);
+      w->pp->starts_blocked = false; /* as pp_kick does for a new task */
+    }
   uv_mutex_unlock(&p->lock);
 }
 
@@ -135,7 +141,7 @@ void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
    * program that is no worker must not send a task round for ever. */
   pbl__pool_item *head = pbl__pworker_head(w);
   if (head != NULL && !early &&
-      !pbl__pworker_delivered(w, (pbl__pitem *)head))
+      !pbl__pworker_may_have_run(w, (pbl__pitem *)head))
     head = NULL;
   if (w->state == PBL__PW_STARTING) {
     char msg[192];

@@ -240,6 +240,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   } else if (nread < 0) {
     /* The worker closed its channel: it is exiting (its exit decides);
      * one that goes on without it is killed after the grace. */
+    if (nread == UV_ECONNRESET)
+      w->unread = true; /* see pbl__pworker_may_have_run */
     pbl__pworker_stop_reading(w);
     pbl__child_expect_exit(w->child, w->pp->grace_ms, w->pp->grace_ms);
   }
@@ -248,7 +250,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static void on_exit(pbl__child *c, int64_t status, int sig) {
   pbl__pworker *w = pbl__child_data(c);
   if (w->reading) { /* what it wrote before it died is there already */
-    int err = pbl__channel_drain(pbl__child_stream(c, PBL__WORKER_FD), &w->rd);
+    int err = pbl__channel_drain(pbl__child_stream(c, PBL__WORKER_FD), &w->rd,
+                                 &w->unread);
     if (err != 0)
       broken(w, err);
     pbl__pworker_stop_reading(w);

@@ -20,6 +20,18 @@
  * last progress), and when the worker's death is handled. A failed
  * write's rest leaves libuv's count at its callback: from then on
  * wr_done is final (wr_broken), and the worker is killed.
+ *
+ * A call in the socket is not yet a call read. A worker killed from
+ * outside may live on for a moment after the kill() -- until the kernel
+ * runs it again, longer if it was stopped -- and a call written meanwhile
+ * lands in its socket unread. A socketpair's end closed with data still
+ * in its receive queue reports ECONNRESET to our end (w->unread), after
+ * what the worker wrote: at least the last byte in the socket was never
+ * read. So when the call that ends exactly at wr_done is the dead
+ * worker's head, the worker never had that call whole and cannot have
+ * started it: it is requeued, not expired. (With calls after it in the
+ * socket, how far the worker read is unknown, and the head expires as
+ * before.)
  */
 #include "ppool.h"
 
@@ -247,7 +259,11 @@ void pbl__pworker_send_cancel(pbl__pworker *w, pbl__pitem *pi) {
   pwrite_go(w, wr, 0);
 }
 
-bool pbl__pworker_delivered(pbl__pworker *w, const pbl__pitem *pi) {
+bool pbl__pworker_may_have_run(pbl__pworker *w, const pbl__pitem *pi) {
   sample(w);
-  return pi->frame_end <= w->wr_done;
+  if (pi->frame_end > w->wr_done)
+    return false; /* not whole in its socket */
+  /* Bytes of ours left unread: the last one in the socket at least. If
+   * that one ends pi's call, w never had the call whole. */
+  return !(w->unread && pi->frame_end == w->wr_done);
 }

@@ -29,13 +29,15 @@
  * reaches it.
  *
  * Ends. A worker that dies expires the item it was running -- if that
- * item's call reached it (ppool-write.c); one that never got there, like
- * everything behind it, is requeued at the head of the run queue
- * (pbl__pool_requeue), so a worker killed from outside while idle takes
- * no task with it. (A worker that never answered anything still expires
- * its head: a program that is no worker must not send a task round for
- * ever.) A cancel or timeout of a running item kills the worker's process
- * group (SIGTERM, SIGKILL after the grace) at once, via the task's abort.
+ * item's call reached it and was not left unread there (ppool-write.c);
+ * one that never got there, like everything behind it, is requeued at the
+ * head of the run queue (pbl__pool_requeue), so a worker killed from
+ * outside while idle takes no task with it, not even one written to it
+ * between the kill and its end. (A worker that never answered anything
+ * still expires its head: a program that is no worker must not send a
+ * task round for ever.) A cancel or timeout of a running item kills the
+ * worker's process group (SIGTERM, SIGKILL after the grace) at once, via
+ * the task's abort.
  * An item that ends while queued on a worker behind another is sent a
  * CANCEL: the worker drops it unstarted and says so (SKIPPED) before it
  * answers the call before it, so when that answer comes the parent knows
@@ -59,7 +61,8 @@
  * death in a row; a failing initializer (or one that runs past
  * init_timeout_ms: its worker is killed), or a worker that cannot be
  * started when none runs, fails the queued tasks and blocks starts until
- * a new task arrives.
+ * a new task arrives -- or a task comes back to the queue from a worker
+ * that died or was killed (it never ran: it counts as arriving).
  *
  * Liveness. Idle workers' handles are unref'd: the front end's async keeps
  * the loop alive while tasks are live. A dying or retiring worker is
@@ -111,6 +114,8 @@ typedef struct pbl__pworker {
   bool init_timer_open; /* loop: init_timer is initialised, not closed */
   bool wr_check_open; /* loop: wr_check is initialised, not closed */
   bool wr_broken;     /* loop: a write failed: wr_done is final */
+  bool unread;        /* loop: it closed its channel with bytes we sent
+                         still unread (ECONNRESET): at least the last */
   unsigned own;       /* loop: handles of w's own not yet closed */
   unsigned wr_reqs;   /* loop: uv_writes queued, not yet called back */
   uint64_t wr_queued; /* loop: bytes handed to the channel, ever */
@@ -178,8 +183,9 @@ uint64_t pbl__ppool_grace(pbl__ppool *pp, const pbl_task_t *t);
 void pbl__pworker_send(pbl__pworker *w, pbl__pool_item **jobs, unsigned n);
 void pbl__pworker_send_init(pbl__pworker *w);
 void pbl__pworker_send_cancel(pbl__pworker *w, pbl__pitem *pi);
-/* true if pi's call reached w's socket whole: w may have started it. */
-bool pbl__pworker_delivered(pbl__pworker *w, const pbl__pitem *pi);
+/* At w's death: true if w may have started pi -- its call reached w's
+ * socket whole, and w did not leave it unread there. */
+bool pbl__pworker_may_have_run(pbl__pworker *w, const pbl__pitem *pi);
 void pbl__pwrite_free(pbl__pwrite *wr);
 /* w's handle for the above, opened at its start, closed with it. */
 void pbl__pworker_write_init(pbl__pworker *w);

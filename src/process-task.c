@@ -124,7 +124,7 @@ static void drain(process_task *pt) {
   if (!pt->reading)
     return;
   int err = pbl__channel_drain(pbl__child_stream(pt->child, PBL__WORKER_FD),
-                               &pt->rd);
+                               &pt->rd, NULL);
   if (err != 0) {
     broken(pt, err, PBL__DELIVER_NOW);
     return;

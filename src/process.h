@@ -44,9 +44,11 @@ int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
 
 /* worker-spawn.c, loop thread: after a worker exited, feeds rd what it
  * wrote before it died, without blocking (a process it started may still
- * hold the channel open, so its end is not awaited). Returns 0, or the
+ * hold the channel open, so its end is not awaited). Sets *unread (if not
+ * NULL) when the channel says the worker closed it with bytes we sent
+ * still unread (ECONNRESET); leaves it alone otherwise. Returns 0, or the
  * reader's error. */
-int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd);
+int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd, bool *unread);
 /* Words on how worker `pid` ended with a call unanswered, malloc'd:
  * "worker 12 exited with status 0 without sending a result", else as
  * pbl__exit_words. NULL if out of memory. */

@@ -47,7 +47,7 @@ int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
   return pbl__child_spawn(loop, &o, out);
 }
 
-int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd) {
+int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd, bool *unread) {
   uv_os_fd_t fd;
   if (ch == NULL || uv_fileno((uv_handle_t *)ch, &fd) != 0)
     return 0;
@@ -58,6 +58,10 @@ int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd) {
     ssize_t n = recv(fd, base, len, MSG_DONTWAIT);
     if (n < 0 && errno == EINTR)
       continue;
+    /* A socketpair's end closed with data in its receive queue reports
+     * ECONNRESET to the other end, once, after the data it sent. */
+    if (n < 0 && errno == ECONNRESET && unread != NULL)
+      *unread = true;
     if (n <= 0)
       return 0; /* EOF, or EAGAIN: a process the child started holds it */
     int err = pbl__wire_reader_feed(rd, (size_t)n);

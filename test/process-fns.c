@@ -298,6 +298,15 @@ int fn_init_fail(const void *in, size_t len, pbl_buf *out) {
 }
 PBL_PROCESS_FN(fn_init_fail);
 
+int fn_init_hang_if(const void *in, size_t len, pbl_buf *out) {
+  (void)out;
+  if (len > 0 && ((const char *)in)[len - 1] == '\0' &&
+      access(in, F_OK) == 0)
+    sleep_forever();
+  return 0;
+}
+PBL_PROCESS_FN(fn_init_hang_if);
+
 int fn_run_child(const void *in, size_t len, pbl_buf *out) {
   (void)in, (void)len;
   pid_t pid = fork();

@@ -52,6 +52,10 @@ int fn_init_keep(const void *in, size_t len, pbl_buf *out);
 int fn_init_seen(const void *in, size_t len, pbl_buf *out);
 /* An initializer that fails: pbl_fail(7, "init says no"). */
 int fn_init_fail(const void *in, size_t len, pbl_buf *out);
+/* An initializer that sleeps until killed if the file named by its input
+ * (NUL-terminated) exists, else returns at once: workers started while
+ * the file exists hang in their initializer, the others do not. */
+int fn_init_hang_if(const void *in, size_t len, pbl_buf *out);
 /* Runs `sh -c "exit 7"` and returns its exit status as an int32_t. */
 int fn_run_child(const void *in, size_t len, pbl_buf *out);
 /* Sleeps the input's first u32 in ms, then creates the file named by the

@@ -210,6 +210,52 @@ static void test_idle_worker_killed(void **state) {
   pool_free_and_run(f, k.p);
 }
 
+/* true once process `pid` is stopped (SIGSTOP took hold). */
+static bool pid_stopped(int pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE *fp = fopen(path, "r");
+  if (fp == NULL)
+    return false;
+  bool stopped =
+      fgets(line, sizeof(line), fp) != NULL && strstr(line, ") T ") != NULL;
+  fclose(fp);
+  return stopped;
+}
+
+/* A task sent to an idle worker that is killed from outside before it
+ * read the call -- here the worker is stopped, so the call surely sits
+ * unread in its socket -- never started: it is requeued and runs on the
+ * next worker, it does not expire with the dead one. (The chaos test met
+ * this as the window between a kill() and the worker's end.) */
+static void test_idle_worker_killed_before_reading(void **state) {
+  F(state);
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *first = submit(p, fn_pid, NULL, 0, NULL);
+  assert_true(pbl_test_run_until(&f->uv, task_ended, first, 30000));
+  int pid = pid_result(first);
+  assert_int_equal(kill(pid, SIGSTOP), 0);
+  uint64_t t0 = uv_hrtime();
+  while (!pid_stopped(pid) && uv_hrtime() - t0 < 10000000000ull)
+    sched_yield(); /* the kernel's stop, not the loop: nothing to run */
+  assert_true(pid_stopped(pid));
+  pbl_task_t *second = submit(p, fn_pid, NULL, 0, NULL);
+  /* RUNNING: its call was written whole to the stopped worker. */
+  assert_true(pbl_test_run_until(&f->uv, task_running, second, 30000));
+  assert_int_equal(pbl_task_pid(second), pid);
+  assert_int_equal(kill(pid, SIGKILL), 0);
+  run_dry(f);
+  assert_int_equal(pbl_task_state_of(second), PBL_DONE);
+  assert_int_not_equal(pid_result(second), pid);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.expired, 0);
+  assert_int_equal(st.done, 2);
+  pbl_task_release(first);
+  pbl_task_release(second);
+  pool_free_and_run(f, p);
+}
+
 /* A worker that writes garbage: its task fails with PBL_EPROTO, the
  * worker is killed, the pool goes on. */
 static void test_malformed_answer(void **state) {
@@ -317,6 +363,52 @@ static void test_initializer_times_out(void **state) {
   pool_free_and_run(f, p);
 }
 
+/* A task requeued after an initializer failed is not left waiting for a
+ * start that never comes. Here worker 1 starts fine and takes a and b
+ * (pipelined); worker 2, started for c, hangs in its initializer: past
+ * init_timeout_ms c fails and starts are blocked. Then a is cancelled:
+ * worker 1 is killed and b, which never ran, goes back to the queue. b
+ * must run on a new worker -- it arrives in the queue as a new task
+ * would -- not wait there for ever (a closed pool's join would hang). */
+static void test_requeued_after_initializer_fails(void **state) {
+  F(state);
+  char path[64];
+  test_path(path, sizeof(path), "init-hangs");
+  pbl_pool_opts o = {.workers = 2, .process_init = fn_init_hang_if,
+                     .init_arg = path, .init_len = strlen(path) + 1,
+                     .init_timeout_ms = 1000, .kill_grace_ms = 100};
+  pbl_pool_t *p = new_ppool(f, &o);
+  pbl_task_t *a = submit(p, fn_sleep, NULL, 0, NULL);
+  pbl_task_t *b = submit(p, fn_pid, NULL, 0, NULL);
+  assert_true(pbl_test_run_until(&f->uv, task_running, a, 30000));
+  FILE *fp = fopen(path, "w"); /* workers started from now on hang */
+  assert_non_null(fp);
+  fclose(fp);
+  pbl_task_t *c = submit(p, fn_pid, NULL, 0, NULL);
+  assert_true(pbl_test_run_until(&f->uv, task_ended, c, 30000));
+  assert_int_equal(pbl_task_state_of(c), PBL_FAILED);
+  assert_string_equal(pbl_task_message(c),
+                      "initializer timed out after 1000 ms");
+  assert_int_equal(pbl_task_state_of(b), PBL_PENDING); /* behind a */
+  assert_int_equal(unlink(path), 0); /* the next worker starts fine */
+  assert_int_equal(pbl_task_cancel(a), 0);
+  assert_int_equal(pbl_pool_close(p), 0);
+  assert_true(pbl_test_run_until(&f->uv, task_ended, b, 10000));
+  assert_int_equal(pbl_task_state_of(b), PBL_DONE);
+  assert_int_not_equal(pid_result(b), pbl_task_pid(a));
+  run_dry(f);
+  assert_int_equal(pbl_pool_join(p, 0), 0);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.cancelled, 1);
+  assert_int_equal(st.failed, 1);
+  assert_int_equal(st.done, 1);
+  pbl_task_release(a);
+  pbl_task_release(b);
+  pbl_task_release(c);
+  pool_free_and_run(f, p);
+}
+
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   pool_test_warm_up();
@@ -333,6 +425,8 @@ int main(int argc, char **argv) {
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_killed_from_outside, pool_setup,
                                       pool_teardown),
+      cmocka_unit_test_setup_teardown(test_idle_worker_killed_before_reading,
+                                      pool_setup, pool_teardown),
       cmocka_unit_test_setup_teardown(test_idle_worker_killed, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_malformed_answer, pool_setup,
@@ -343,6 +437,8 @@ int main(int argc, char **argv) {
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_initializer_crashes, pool_setup,
                                       pool_teardown),
+      cmocka_unit_test_setup_teardown(test_requeued_after_initializer_fails,
+                                      pool_setup, pool_teardown),
       cmocka_unit_test_setup_teardown(test_initializer_times_out, pool_setup,
                                       pool_teardown),
   };

@@ -21,12 +21,26 @@ void chaos_pool_note_kill(chaos_pool *cp, chaos_span span) {
   uv_mutex_unlock(&chaos.lock);
 }
 
-bool chaos_pool_kill_overlaps(const chaos_record *rec) {
+unsigned chaos_pool_kill_allows(const chaos_record *rec) {
   const chaos_pool *cp = rec->pool;
-  for (size_t i = 0; cp != NULL && i < cp->n_kills; i++)
-    if (cp->kills[i].start <= rec->end_ns && rec->submit_ns <= cp->kills[i].end)
-      return true;
-  return false;
+  unsigned ok = 0;
+  for (size_t i = 0; cp != NULL && i < cp->n_kills; i++) {
+    const chaos_span *k = &cp->kills[i];
+    if (k->start > rec->end_ns)
+      continue; /* rec had ended: not its doing */
+    /* A stopped worker holds up what it runs and what waits for it: any
+     * task of the pool alive meanwhile may time out. */
+    if (rec->submit_ns <= k->end)
+      ok |= ALLOW(PBL_TIMED_OUT);
+    /* The worker's death expires the one task it ran -- maybe one
+     * written to it after kill() returned, as the worker dies only once
+     * the kernel runs it again (how long after is the machine's, so no
+     * time window would do). That task carries the worker's pid and the
+     * signal it died of; a death the library caused does not match. */
+    if (rec->pid == k->pid && rec->term_signal == k->sig)
+      ok |= ALLOW(PBL_EXPIRED);
+  }
+  return ok;
 }
 
 /* A random in-flight task we hold, with a reference for the caller. */
@@ -58,7 +72,8 @@ static void fault_kill(chaos_rng *r, chaos_fault how) {
     if (rec->pool == NULL)
       atomic_fetch_or(&rec->allowed, hurt);
     atomic_fetch_add(&chaos.faults[how], 1);
-    chaos_span span = {uv_hrtime(), 0};
+    chaos_span span = {uv_hrtime(), 0, pid,
+                       how == F_SIGTERM ? SIGTERM : SIGKILL};
     if (how == F_SIGKILL) {
       kill(pid, SIGKILL);
     } else if (how == F_SIGTERM) {

@@ -192,6 +192,8 @@ void chaos_on_done(pbl_task_t *t, void *data) {
     rec->off_loop = true;
   rec->end = pbl_task_state_of(t);
   rec->err = pbl_task_error(t);
+  rec->pid = pbl_task_pid(t);
+  rec->term_signal = pbl_task_term_signal(t);
   if (rec->end == PBL_DONE)
     check_result(rec, t);
   else if (rec->why[0] == '\0')

@@ -59,6 +59,8 @@ typedef struct chaos_record {
   uint64_t submit_ns;       /* uv_hrtime() before the call that made it */
   /* written by the callback, on the loop thread */
   uint64_t end_ns;
+  int pid;                   /* process kinds: pbl_task_pid at the end */
+  int term_signal;           /* pbl_task_term_signal at the end */
   int callbacks;
   bool off_loop; /* a callback ran on another thread */
   pbl_task_state end;
@@ -68,8 +70,11 @@ typedef struct chaos_record {
   struct chaos_record *next; /* all records */
 } chaos_record;
 
+/* A worker killed from outside. */
 typedef struct {
-  uint64_t start, end; /* uv_hrtime() */
+  uint64_t start, end; /* uv_hrtime() around the kill() calls */
+  int pid;             /* the worker */
+  int sig;             /* what it dies of: SIGKILL or SIGTERM */
 } chaos_span;
 
 /* A pool made during the run, with what was scheduled on it. */
@@ -81,8 +86,9 @@ typedef struct chaos_pool {
   _Atomic int users; /* actors scheduling on it right now */
   bool retiring;     /* no new users (chaos.lock) */
   /* Workers killed from outside (chaos.lock). A worker runs several
-   * pipelined tasks: any task of the pool alive during a kill may be the
-   * one it ends. */
+   * pipelined tasks, and a kill takes effect only when the kernel next
+   * runs the worker: the task it ends is known by its pid and signal
+   * (chaos_pool_kill_allows). */
   chaos_span *kills;
   size_t n_kills, cap_kills;
   struct chaos_pool *next;
@@ -209,8 +215,9 @@ void chaos_record_free_all(void);
 
 /* ---- checks (chaos-check.c) ---- */
 
-/* true if some kill of rec's pool overlapped rec's life (chaos-ops.c). */
-bool chaos_pool_kill_overlaps(const chaos_record *rec);
+/* The ends that kills of workers of rec's pool allow rec beyond its own
+ * behaviour's (chaos-faults.c). */
+unsigned chaos_pool_kill_allows(const chaos_record *rec);
 
 /* Checks every invariant and prints the table. Returns the failures. */
 int chaos_report(double seconds, size_t fds_before, size_t threads_before);
