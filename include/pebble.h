@@ -404,7 +404,9 @@ PBL_EXTERN int pbl_pool_stop(pbl_pool_t *p);
  * loop thread while callbacks are still owed, or on one of the pool's own
  * threads, PBL_EDEADLK at once, but a zero timeout only looks (0 or
  * UV_ETIMEDOUT). After uv_run() returns, a join on the loop thread
- * returns 0 at once. Returns 0, UV_ETIMEDOUT, PBL_EDEADLK,
+ * returns 0 at once. (A callback set with pbl_task_on_done on a task that
+ * had already ended and been delivered is a late one, run on a later
+ * turn as for any task: a join does not wait for it.) Returns 0, UV_ETIMEDOUT, PBL_EDEADLK,
  * UV_EINVAL (a running pool). */
 PBL_EXTERN int pbl_pool_join(pbl_pool_t *p, int64_t timeout_ms);
 /* A snapshot. Counts tasks (map inputs), not chunks; a task is counted in

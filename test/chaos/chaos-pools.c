@@ -148,6 +148,7 @@ void chaos_op_pool_map(chaos_rng *r, bool on_loop) {
     chaos_behaviour b = rng_chance(r, 85) ? B_OK : B_FAIL;
     recs[i] = chaos_record_new(cp->kind, b, rng_next(r), cp);
     recs[i]->out_len = process ? rng_below(r, 512) : 0;
+    recs[i]->cb_set_late = true;
     chaos_record_enter(recs[i]);
     args[i] = chaos_thread_arg(b, recs[i]->key);
     if (process)
@@ -207,12 +208,16 @@ void chaos_pool_allow(chaos_pool *cp, unsigned states) {
   uv_mutex_unlock(&chaos.lock);
 }
 
-/* Tasks of a pool whose callback has not run yet. */
+/* Tasks of a pool whose callback has not run yet. A callback set on a
+ * task that had already ended (a map's, set after the call) is a late
+ * one, delivered on a later turn like any task's: a join does not wait
+ * for it (pebble.h). */
 static size_t pool_owed(chaos_pool *cp) {
   size_t n = 0;
   uv_mutex_lock(&chaos.lock);
   for (size_t i = 0; i < chaos.n_in_flight; i++)
-    if (chaos.in_flight[i] != NULL && chaos.in_flight[i]->pool == cp)
+    if (chaos.in_flight[i] != NULL && chaos.in_flight[i]->pool == cp &&
+        !chaos.in_flight[i]->cb_set_late)
       n++;
   uv_mutex_unlock(&chaos.lock);
   return n;

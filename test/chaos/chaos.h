@@ -56,6 +56,8 @@ typedef struct chaos_record {
   pbl_task_t *task;         /* a reference we hold, or NULL (released) */
   size_t slot;              /* index in the in-flight table, loop thread */
   bool large;               /* holds a large-payload slot */
+  bool cb_set_late;         /* pbl_task_on_done after the call (map): its
+                               callback may come after the pool's join */
   uint64_t submit_ns;       /* uv_hrtime() before the call that made it */
   /* written by the callback, on the loop thread */
   uint64_t end_ns;
