@@ -406,8 +406,8 @@ PBL_EXTERN int pbl_pool_stop(pbl_pool_t *p);
  * UV_ETIMEDOUT). After uv_run() returns, a join on the loop thread
  * returns 0 at once. (A callback set with pbl_task_on_done on a task that
  * had already ended and been delivered is a late one, run on a later
- * turn as for any task: a join does not wait for it.) Returns 0, UV_ETIMEDOUT, PBL_EDEADLK,
- * UV_EINVAL (a running pool). */
+ * turn as for any task: a join does not wait for it.) Returns 0,
+ * UV_ETIMEDOUT, PBL_EDEADLK, UV_EINVAL (a running pool). */
 PBL_EXTERN int pbl_pool_join(pbl_pool_t *p, int64_t timeout_ms);
 /* A snapshot. Counts tasks (map inputs), not chunks; a task is counted in
  * its end once the pool is done with it (its thread returned); running

@@ -45,7 +45,8 @@ static void detach(pbl__pworker *w) {
         pbl__task_end(&it->base, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
                       PBL__DELIVER_LATER);
       if (pbl__task_ended(&it->base)) {
-        pbl__pworker_leave(it); /* the pool keeps it until drained: nothing is freed */
+        /* The pool keeps it until drained: nothing is freed. */
+        pbl__pworker_leave(it);
         *fin_tail = it;
         fin_tail = &it->next;
         nfin++;

@@ -152,8 +152,9 @@ static int init_answer(pbl__pworker *w, const pbl__wire_head *h,
   }
   pbl__failure *fl = pbl__wire_failure(&f);
   pbl__free(payload);
-  pbl__pworker_init_failed(w, fl != NULL ? f.err : UV_ENOMEM, fl != NULL ? fl->code : 0,
-              fl != NULL ? fl->msg : NULL);
+  pbl__pworker_init_failed(w, fl != NULL ? f.err : UV_ENOMEM,
+                           fl != NULL ? fl->code : 0,
+                           fl != NULL ? fl->msg : NULL);
   pbl__free(fl);
   w->state = PBL__PW_READY; /* for retire: it is sound, only unusable */
   pbl__pworker_retire(w);
