@@ -336,16 +336,19 @@ pbl__run_ctx *pbl__run_enter(pbl__run_ctx *c);  /* returns the previous */
 bool pbl__in_task(void); /* the calling thread runs a task's function */
 void pbl__run_leave(pbl__run_ctx *prev);
 
-/* Runs fn(arg) for thread task t with pbl_fail/pbl_cancelled bound to it.
- * Afterwards r->failed tells whether pbl_fail was called, r->failure
- * holds its record (may be NULL if out of memory; owned by the caller). */
-typedef struct pbl__thread_run {
+/* A run context that records pbl_fail(): `failed` tells whether it was
+ * called, `failure` holds the first record (NULL if out of memory; owned
+ * by the caller). pbl__fail_record_fail is its ctx.fail. */
+typedef struct pbl__fail_record {
   pbl__run_ctx ctx;
   bool failed;
   pbl__failure *failure;
-} pbl__thread_run;
-void *pbl__thread_invoke(pbl_task_t *t, pbl_thread_fn fn, void *arg,
-                         pbl__thread_run *r);
+} pbl__fail_record;
+void pbl__fail_record_fail(pbl__run_ctx *c, int code, const char *msg);
+/* Worker thread: runs fn(arg) for thread task t, with pbl_fail and
+ * pbl_cancelled bound to it, and ends t DONE with its result or FAILED
+ * with its pbl_fail (the loop delivers later). */
+void pbl__thread_run_task(pbl_task_t *t, pbl_thread_fn fn, void *arg);
 size_t pbl__thread_task_size(void); /* for the memory benchmark */
 unsigned pbl__uv_pool_size(void);   /* as libuv computes it */
 

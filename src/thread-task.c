@@ -77,30 +77,33 @@ bool pbl_cancelled(void) {
   return c != NULL && c->cancelled(c);
 }
 
-/* The run context of a function running on a thread (libuv's pool or a
- * pool of ours). */
-static void thread_run_fail(pbl__run_ctx *c, int code, const char *msg) {
-  pbl__thread_run *r = (pbl__thread_run *)c;
+void pbl__fail_record_fail(pbl__run_ctx *c, int code, const char *msg) {
+  pbl__fail_record *r = (pbl__fail_record *)c;
   r->failed = true;
   if (r->failure == NULL)
     r->failure = pbl__failure_new(code, msg != NULL ? msg : "");
 }
 
+/* A function running on a thread (libuv's pool or a pool of ours) is
+ * cancelled once its task ended. */
 static bool thread_run_cancelled(pbl__run_ctx *c) {
   return pbl__task_ended(c->self);
 }
 
-void *pbl__thread_invoke(pbl_task_t *t, pbl_thread_fn fn, void *arg,
-                         pbl__thread_run *r) {
-  r->ctx.fail = thread_run_fail;
-  r->ctx.cancelled = thread_run_cancelled;
-  r->ctx.self = t;
-  r->failed = false;
-  r->failure = NULL;
-  pbl__run_ctx *prev = pbl__run_enter(&r->ctx);
+void pbl__thread_run_task(pbl_task_t *t, pbl_thread_fn fn, void *arg) {
+  pbl__fail_record r = {
+      .ctx = {.fail = pbl__fail_record_fail,
+              .cancelled = thread_run_cancelled,
+              .self = t},
+  };
+  pbl__run_ctx *prev = pbl__run_enter(&r.ctx);
   void *res = fn(arg);
   pbl__run_leave(prev);
-  return res;
+  if (r.failed)
+    pbl__task_end(t, PBL_FAILED, PBL_EFAILED, NULL, r.failure,
+                  PBL__DELIVER_LATER);
+  else
+    pbl__task_end(t, PBL_DONE, 0, res, NULL, PBL__DELIVER_LATER);
 }
 
 /* Worker thread. */
@@ -115,13 +118,7 @@ static void run_task(thread_task *tt) {
     if (pbl__loop_post_in(t->loop, t) != 0)
       pbl_task_release(t);
   }
-  pbl__thread_run r;
-  void *res = pbl__thread_invoke(t, fn, tt->arg, &r);
-  if (r.failed)
-    pbl__task_end(t, PBL_FAILED, PBL_EFAILED, NULL, r.failure,
-                  PBL__DELIVER_LATER);
-  else
-    pbl__task_end(t, PBL_DONE, 0, res, NULL, PBL__DELIVER_LATER);
+  pbl__thread_run_task(t, fn, tt->arg);
 }
 
 static thread_task *runq_pop(pbl__runq *rq) {

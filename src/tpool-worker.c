@@ -38,21 +38,8 @@ void pbl__tpool_update_kick(pbl__tpool *tp) {
     atomic_store(&tp->base.push_kick, need);
 }
 
-/* The run context of `init`: pbl_fail() records, pbl_cancelled() tells
- * whether the pool stopped. */
-typedef struct {
-  pbl__run_ctx ctx;
-  pbl__failure *failure;
-  bool failed;
-} init_run;
-
-static void init_fail(pbl__run_ctx *c, int code, const char *msg) {
-  init_run *r = (init_run *)c;
-  r->failed = true;
-  if (r->failure == NULL)
-    r->failure = pbl__failure_new(code, msg != NULL ? msg : "");
-}
-
+/* In `init`, pbl_fail() records (pbl__fail_record) and pbl_cancelled()
+ * tells whether the pool stopped. */
 static bool init_cancelled(pbl__run_ctx *c) {
   pbl_pool_t *p = c->self;
   uv_mutex_lock(&p->lock);
@@ -62,8 +49,8 @@ static bool init_cancelled(pbl__run_ctx *c) {
 }
 
 /* Worker thread, no lock. Returns the failure (or NULL) after init. */
-static bool run_init(pbl__tpool *tp, init_run *r) {
-  r->ctx.fail = init_fail;
+static bool run_init(pbl__tpool *tp, pbl__fail_record *r) {
+  r->ctx.fail = pbl__fail_record_fail;
   r->ctx.cancelled = init_cancelled;
   r->ctx.self = &tp->base;
   r->failure = NULL;
@@ -82,13 +69,7 @@ static void run_job(pbl__pool_item *job) {
     pbl_thread_fn fn = t->u.fn;
     if (!pbl__task_begin(t))
       continue;
-    pbl__thread_run r;
-    void *res = pbl__thread_invoke(t, fn, ((pbl__titem *)it)->arg, &r);
-    if (r.failed)
-      pbl__task_end(t, PBL_FAILED, PBL_EFAILED, NULL, r.failure,
-                    PBL__DELIVER_LATER);
-    else
-      pbl__task_end(t, PBL_DONE, 0, res, NULL, PBL__DELIVER_LATER);
+    pbl__thread_run_task(t, fn, ((pbl__titem *)it)->arg);
   }
 }
 
@@ -163,7 +144,7 @@ static void worker_main(void *arg) {
   pbl__tpool *tp = w->tp;
   pbl_pool_t *p = &tp->base;
   pbl__pool_self = p;
-  init_run ir = {.failed = false};
+  pbl__fail_record ir = {.failed = false};
   bool ok = tp->init == NULL || run_init(tp, &ir);
   bool wake = false, retire = false;
   uv_mutex_lock(&p->lock);
