@@ -228,10 +228,7 @@ bool pbl__pool_job_starts(pbl_pool_t *p, pbl__pool_item *job,
   uint64_t now = pbl__pool_ticks(), now_ns = 0;
   pbl__pool_item *timed = NULL;
   for (pbl__pool_item *it = job; it != NULL; it = it->next) {
-    uint64_t wait = pbl__pool_wait(now, it->queued);
-    w->total += wait;
-    if (wait > w->max)
-      w->max = wait;
+    pbl__pool_count_wait(w, now, it->queued);
     pbl__task_extra *x = it->base.x;
     if (x != NULL && x->timeout_ms > 0) {
       if (now_ns == 0)

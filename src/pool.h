@@ -250,6 +250,14 @@ typedef struct pbl__pool_waits {
 static inline uint64_t pbl__pool_wait(uint64_t now, uint64_t queued) {
   return now > queued ? now - queued : 0; /* CPUs' TSCs may differ a bit */
 }
+/* Adds the wait of an item stamped at `queued`, taken at `now`, to *w. */
+static inline void pbl__pool_count_wait(pbl__pool_waits *w, uint64_t now,
+                                        uint64_t queued) {
+  uint64_t wait = pbl__pool_wait(now, queued);
+  w->total += wait;
+  if (wait > w->max)
+    w->max = wait;
+}
 /* No lock, the worker that took `job`, before it runs: adds the job's
  * queue waits to *w and starts its timed items' clocks. Returns true if
  * the caller must wake the loop (timers to arm). */

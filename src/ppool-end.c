@@ -93,7 +93,7 @@ void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {
                     PBL__DELIVER_LATER); /* its chunk's time is up too */
   w->state = PBL__PW_DYING;
   pbl__pworker_init_over(w);
-  pbl__pworker_stop_reading(w);
+  pbl__channel_stop(w->child, &w->reading);
   detach(w);
   pbl__pworker_vacate(w);
   pbl__child_ref(w->child, true); /* reaped before uv_run() returns */

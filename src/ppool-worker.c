@@ -24,15 +24,6 @@ void pbl__pworker_vacate(pbl__pworker *w) {
   uv_mutex_unlock(&p->lock);
 }
 
-void pbl__pworker_stop_reading(pbl__pworker *w) {
-  if (!w->reading)
-    return;
-  w->reading = false;
-  uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
-  if (ch != NULL)
-    uv_read_stop(ch);
-}
-
 /* ---- starting items and jobs ---- */
 
 /* `it` reached the head of w: the worker runs it now -- unless it ended
@@ -51,10 +42,7 @@ static void job_begins(pbl__pworker *w, pbl__pool_item *job) {
   uint64_t now = uv_hrtime(), ticks = pbl__pool_ticks();
   w->job_start_ns = now;
   for (pbl__pool_item *it = job; it != NULL; it = it->next) {
-    uint64_t wait = pbl__pool_wait(ticks, it->queued);
-    waits->total += wait;
-    if (wait > waits->max)
-      waits->max = wait;
+    pbl__pool_count_wait(waits, ticks, it->queued);
     pbl__task_extra *x = it->base.x;
     if (x != NULL && x->timeout_ms > 0 && !pbl__task_ended(&it->base)) {
       x->started_ns = now; /* the chunk's start: a timeout per chunk */
@@ -243,7 +231,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
      * one that goes on without it is killed after the grace. */
     if (nread == UV_ECONNRESET)
       w->unread = true; /* see pbl__pworker_may_have_run */
-    pbl__pworker_stop_reading(w);
+    pbl__channel_stop(w->child, &w->reading);
     pbl__child_expect_exit(w->child, w->pp->grace_ms, w->pp->grace_ms);
   }
 }
@@ -255,7 +243,7 @@ static void on_exit(pbl__child *c, int64_t status, int sig) {
                                  &w->unread);
     if (err != 0)
       broken(w, err);
-    pbl__pworker_stop_reading(w);
+    pbl__channel_stop(w->child, &w->reading);
   }
   pbl__pworker_init_over(w);
   if (w->state != PBL__PW_DYING)

@@ -213,7 +213,6 @@ void pbl__pworker_init_over(pbl__pworker *w);
 void pbl__pworker_close_own(pbl__pworker *w, uv_handle_t *h);
 /* w gives its slot back (once). */
 void pbl__pworker_vacate(pbl__pworker *w);
-void pbl__pworker_stop_reading(pbl__pworker *w);
 /* ppool-end.c. w died on its own (not killed): the item it ran expires
  * (or, while starting, its initializer failed), the rest is requeued. */
 void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig);

@@ -51,20 +51,11 @@ static void fail_now(pbl_task_t *t, int err, pbl__deliver_mode mode) {
   pbl__task_end(t, PBL_FAILED, err, NULL, NULL, mode);
 }
 
-static void stop_reading(process_task *pt) {
-  if (!pt->reading)
-    return;
-  pt->reading = false;
-  uv_stream_t *ch = pbl__child_stream(pt->child, PBL__WORKER_FD);
-  if (ch != NULL)
-    uv_read_stop(ch);
-}
-
 /* The worker broke the protocol (or we ran out of memory reading it, or
  * could not start talking to it). mode: NOW inside a uv callback, POST
  * inside start (which may run inside the caller's pbl_process()). */
 static void broken(process_task *pt, int err, pbl__deliver_mode mode) {
-  stop_reading(pt);
+  pbl__channel_stop(pt->child, &pt->reading);
   pbl__timeout_disarm(&pt->base);
   fail_now(&pt->base, err, mode);
   pbl__child_kill(pt->child, 0);
@@ -114,7 +105,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (err != 0)
       broken(pt, err, PBL__DELIVER_NOW);
   } else if (nread < 0) { /* UV_EOF, or the child reset the channel */
-    stop_reading(pt);
+    pbl__channel_stop(pt->child, &pt->reading);
     finish(pt);
   }
 }
@@ -129,7 +120,7 @@ static void drain(process_task *pt) {
     broken(pt, err, PBL__DELIVER_NOW);
     return;
   }
-  stop_reading(pt);
+  pbl__channel_stop(pt->child, &pt->reading);
 }
 
 static void on_exit(pbl__child *c, int64_t status, int sig) {

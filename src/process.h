@@ -49,6 +49,9 @@ int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
  * still unread (ECONNRESET); leaves it alone otherwise. Returns 0, or the
  * reader's error. */
 int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd, bool *unread);
+/* worker-spawn.c, loop thread: if *reading, stops reading c's channel
+ * (when it is still open) and clears *reading. */
+void pbl__channel_stop(pbl__child *c, bool *reading);
 /* Words on how worker `pid` ended with a call unanswered, malloc'd:
  * "worker 12 exited with status 0 without sending a result", else as
  * pbl__exit_words. NULL if out of memory. */

@@ -47,6 +47,15 @@ int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
   return pbl__child_spawn(loop, &o, out);
 }
 
+void pbl__channel_stop(pbl__child *c, bool *reading) {
+  if (!*reading)
+    return;
+  *reading = false;
+  uv_stream_t *ch = pbl__child_stream(c, PBL__WORKER_FD);
+  if (ch != NULL)
+    uv_read_stop(ch);
+}
+
 int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd, bool *unread) {
   uv_os_fd_t fd;
   if (ch == NULL || uv_fileno((uv_handle_t *)ch, &fd) != 0)
