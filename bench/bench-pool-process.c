@@ -23,7 +23,6 @@
 
 #include "bench.h"
 
-#define PY "/usr/bin/python3"
 #define CHUNK 64
 #define DEPTH 2 /* the raw side's requests in flight per worker */
 #define DEEP 64 /* and as many as the pool may keep in flight at most */
@@ -225,35 +224,12 @@ static double run_map(uv_loop_t *uv, pbl_pool_t *p, const pbl_buf *in,
 
 /* ---- Python ---- */
 
-/* Tasks per second from the script, or a negative value if it could not
- * run (no python3, no pebble). */
 static double run_py(const char *script, const char *mode, unsigned workers) {
-  if (script == NULL || access(PY, X_OK) != 0 || access(script, R_OK) != 0)
-    return -1;
-  char cmd[1024];
-  snprintf(cmd, sizeof(cmd), "%s '%s' %s %d %u %d 2>/dev/null", PY, script,
-           mode, PY_N, workers, CHUNK);
-  FILE *f = popen(cmd, "r");
-  if (f == NULL)
-    return -1;
-  double rate = -1;
-  if (fscanf(f, "%lf", &rate) != 1)
-    rate = -1;
-  if (pclose(f) != 0)
-    rate = -1;
-  return rate;
+  return bench_run_py(script, mode, PY_N, workers, CHUNK);
 }
 
 static void row(const char *name, size_t n, double rate) {
-  if (rate < 0)
-    printf("%-34s %9zu %14s\n", name, n, "skipped");
-  else
-    printf("%-34s %9zu %14.0f\n", name, n, rate);
-}
-
-static void ratio(const char *name, double ours, double base) {
-  if (ours > 0 && base > 0)
-    printf("ratio %s %.3f\n", name, ours / base);
+  bench_row(34, name, n, rate);
 }
 
 static double med(double *v, int n) {
@@ -333,14 +309,14 @@ int main(int argc, char **argv) {
   row("Pebble ProcessPool.schedule", PY_N, m_py);
   row("Pebble ProcessPool.map /64", PY_N, m_pymap);
   row("ProcessPoolExecutor.submit", PY_N, m_fut);
-  ratio("pool-process-vs-raw-socketpair", m_pool, m_raw);
-  ratio("pool-process-vs-raw-socketpair-64", m_pool, m_deep);
-  ratio("pool-map64-vs-raw-socketpair", m_map, m_raw);
-  ratio("pool-process-vs-pebble-processpool", m_pool, m_py);
-  ratio("pool-map64-vs-pebble-processpool-map64", m_map, m_pymap);
-  ratio("pool-process-vs-processpoolexecutor", m_pool, m_fut);
+  bench_ratio("pool-process-vs-raw-socketpair", m_pool, m_raw);
+  bench_ratio("pool-process-vs-raw-socketpair-64", m_pool, m_deep);
+  bench_ratio("pool-map64-vs-raw-socketpair", m_map, m_raw);
+  bench_ratio("pool-process-vs-pebble-processpool", m_pool, m_py);
+  bench_ratio("pool-map64-vs-pebble-processpool-map64", m_map, m_pymap);
+  bench_ratio("pool-process-vs-processpoolexecutor", m_pool, m_fut);
   if (m_py < 0)
-    printf("(Python Pebble skipped: %s or pebble missing)\n", PY);
+    printf("(Python Pebble skipped: %s or pebble missing)\n", BENCH_PY);
 
   free(in);
   raw_stop(&uv);

@@ -25,7 +25,6 @@
 
 #include "bench.h"
 
-#define PY "/usr/bin/python3"
 #define CHUNK 64
 #define MAX_ROUNDS 15
 
@@ -179,36 +178,13 @@ static held_ns run_held(uv_loop_t *uv, pbl_pool_t *p, size_t n,
 
 /* ---- Python Pebble ---- */
 
-/* Tasks per second from the script, or a negative value if it could not
- * run (no python3, no pebble). */
 static double run_py(const char *script, const char *mode, size_t n,
                      unsigned workers) {
-  if (script == NULL || access(PY, X_OK) != 0 || access(script, R_OK) != 0)
-    return -1;
-  char cmd[1024];
-  snprintf(cmd, sizeof(cmd), "%s '%s' %s %zu %u %d 2>/dev/null", PY, script,
-           mode, n, workers, CHUNK);
-  FILE *f = popen(cmd, "r");
-  if (f == NULL)
-    return -1;
-  double rate = -1;
-  if (fscanf(f, "%lf", &rate) != 1)
-    rate = -1;
-  if (pclose(f) != 0)
-    rate = -1;
-  return rate;
+  return bench_run_py(script, mode, n, workers, CHUNK);
 }
 
 static void row(const char *name, size_t n, double rate) {
-  if (rate < 0)
-    printf("%-28s %9zu %14s\n", name, n, "skipped");
-  else
-    printf("%-28s %9zu %14.0f\n", name, n, rate);
-}
-
-static void ratio(const char *name, double ours, double base) {
-  if (ours > 0 && base > 0)
-    printf("ratio %s %.3f\n", name, ours / base);
+  bench_row(28, name, n, rate);
 }
 
 int main(int argc, char **argv) {
@@ -291,16 +267,16 @@ int main(int argc, char **argv) {
   printf("%-28s %9.0f %9.0f\n", "pbl_pool_thread",
          bench_median(pool_s, (size_t)rounds),
          bench_median(pool_d, (size_t)rounds));
-  ratio("pool-thread-vs-uv_queue_work", m_pool, m_raw);
+  bench_ratio("pool-thread-vs-uv_queue_work", m_pool, m_raw);
   /* throughput of the loop thread's own work: raw ns over ours */
-  ratio("pool-thread-held-vs-uv_queue_work",
-        bench_median(raw_sd, (size_t)rounds),
-        bench_median(pool_sd, (size_t)rounds));
-  ratio("pool-map64-vs-uv_queue_work", m_map, m_raw);
-  ratio("pool-thread-vs-pebble-threadpool", m_pool, m_py);
-  ratio("pool-map64-vs-pebble-threadpool-map64", m_map, m_pymap);
+  bench_ratio("pool-thread-held-vs-uv_queue_work",
+              bench_median(raw_sd, (size_t)rounds),
+              bench_median(pool_sd, (size_t)rounds));
+  bench_ratio("pool-map64-vs-uv_queue_work", m_map, m_raw);
+  bench_ratio("pool-thread-vs-pebble-threadpool", m_pool, m_py);
+  bench_ratio("pool-map64-vs-pebble-threadpool-map64", m_map, m_pymap);
   if (m_py < 0)
-    printf("(Python Pebble skipped: %s or pebble missing)\n", PY);
+    printf("(Python Pebble skipped: %s or pebble missing)\n", BENCH_PY);
 
   free(args);
   uv_cond_destroy(&gate.cv);

@@ -20,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <pebble.h>
+#include "bench.h"
 
 #define RAW_ARG "--raw-worker"
 #define CALLS                                                                  \
@@ -37,16 +37,6 @@ static void check(int err, const char *what) {
 
 static double now_s(void) {
   return (double)uv_hrtime() / 1e9;
-}
-
-static double median(double *v, size_t n) {
-  for (size_t i = 1; i < n; i++) /* insertion sort: a handful of rounds */
-    for (size_t j = i; j > 0 && v[j] < v[j - 1]; j--) {
-      double x = v[j];
-      v[j] = v[j - 1];
-      v[j - 1] = x;
-    }
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* ---- the worker sides ---- */
@@ -357,16 +347,17 @@ int main(int argc, char **argv) {
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
 
-  double p = median(rt_p, (size_t)rounds), rr = median(rt_r, (size_t)rounds);
-  double bp = median(big_p, (size_t)big_n);
-  double br = median(big_r, (size_t)big_n);
+  double p = bench_median(rt_p, (size_t)rounds);
+  double rr = bench_median(rt_r, (size_t)rounds);
+  double bp = bench_median(big_p, (size_t)big_n);
+  double br = bench_median(big_r, (size_t)big_n);
   printf("one-shot process tasks, medians of %d rounds\n", rounds);
   printf("%-44s %12s\n", "case", "throughput");
   printf("%-44s %9.0f /s\n", "pbl_process echo 8 B, sequential", p);
   printf("%-44s %9.0f /s\n", "raw uv_spawn echo 8 B, sequential", rr);
   if (py_n > 0)
     printf("%-44s %9.0f /s\n", "Python Pebble concurrent.process",
-           median(py_r, (size_t)py_n));
+           bench_median(py_r, (size_t)py_n));
   else
     printf("%-44s %12s\n", "Python Pebble concurrent.process", "skipped");
   printf("%-44s %9.0f MB/s\n", "pbl_process echo 64 MiB (in+out)", bp);
@@ -374,7 +365,7 @@ int main(int argc, char **argv) {
   printf("ratio process-roundtrip-vs-raw-spawn %.3f\n", p / rr);
   if (py_n > 0)
     printf("ratio process-roundtrip-vs-pebble-py %.3f\n",
-           p / median(py_r, (size_t)py_n));
+           p / bench_median(py_r, (size_t)py_n));
   printf("ratio process-64mib-vs-raw-socketpair %.3f\n", bp / br);
   return 0;
 }

@@ -1,5 +1,6 @@
 /* Statistics and environment helpers for the benchmarks. */
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -38,6 +39,37 @@ uint64_t bench_percentile(const uint64_t *sorted, size_t n, double p) {
   if (rank > n)
     rank = n;
   return sorted[rank - 1];
+}
+
+double bench_run_py(const char *script, const char *mode, size_t n,
+                    unsigned workers, int chunk) {
+  if (script == NULL || access(BENCH_PY, X_OK) != 0 ||
+      access(script, R_OK) != 0)
+    return -1;
+  char cmd[1024];
+  snprintf(cmd, sizeof(cmd), "%s '%s' %s %zu %u %d 2>/dev/null", BENCH_PY,
+           script, mode, n, workers, chunk);
+  FILE *f = popen(cmd, "r");
+  if (f == NULL)
+    return -1;
+  double rate = -1;
+  if (fscanf(f, "%lf", &rate) != 1)
+    rate = -1;
+  if (pclose(f) != 0)
+    rate = -1;
+  return rate;
+}
+
+void bench_row(int width, const char *name, size_t n, double rate) {
+  if (rate < 0)
+    printf("%-*s %9zu %14s\n", width, name, n, "skipped");
+  else
+    printf("%-*s %9zu %14.0f\n", width, name, n, rate);
+}
+
+void bench_ratio(const char *name, double ours, double base) {
+  if (ours > 0 && base > 0)
+    printf("ratio %s %.3f\n", name, ours / base);
 }
 
 /* libuv 1.44's threadpool.c: atoi of the variable, 0 means 1, at most

@@ -36,6 +36,19 @@ void bench_sort_u64(uint64_t *v, size_t n);
 /* The p-th percentile (0..100) of n > 0 sorted values, nearest rank. */
 uint64_t bench_percentile(const uint64_t *sorted, size_t n, double p);
 
+/* Python Pebble's side of a pool benchmark: runs
+ * `/usr/bin/python3 script mode n workers chunk` and returns the tasks
+ * per second it prints, or a negative value if it could not run (no
+ * python3, no pebble, no script: script may be NULL). */
+#define BENCH_PY "/usr/bin/python3"
+double bench_run_py(const char *script, const char *mode, size_t n,
+                    unsigned workers, int chunk);
+/* One line of a table: name, tasks, tasks per second (negative: skipped),
+ * the name column `width` wide. */
+void bench_row(int width, const char *name, size_t n, double rate);
+/* The line "ratio <name> <ours / base>", when both were measured (> 0). */
+void bench_ratio(const char *name, double ours, double base);
+
 /* The size libuv's pool has (or will have) in this process: libuv reads
  * UV_THREADPOOL_SIZE once, at its first use, with these rules. */
 unsigned bench_pool_size(void);
