@@ -5,17 +5,20 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "process-start.h"
 #include "process.h"
 
 #define NPIPES 4
 
 struct pbl__child {
-  uv_process_t proc;
+  pbl__reaped reaped; /* in the binding's reaper until reaped */
   uv_pipe_t pipes[NPIPES]; /* index: the child's fd */
   uv_timer_t grace;
   bool pipe_open[NPIPES]; /* initialised, uv_close not yet called */
-  bool proc_open, timer_open;
+  bool timer_open;
   unsigned handles; /* initialised, close callback not yet run */
   bool exited;      /* reaped (or never started) */
   bool owner_done;  /* pbl__child_close() was called */
@@ -88,12 +91,11 @@ void pbl__child_close_stream(pbl__child *c, int fd) {
     close_handle(c, (uv_handle_t *)&c->pipes[fd], &c->pipe_open[fd]);
 }
 
-/* The process handle goes only once reaped, the timer once its grace is
- * no longer needed. */
+/* The child's memory goes only once reaped (the reaper holds it until
+ * then), the timer once its grace is no longer needed. */
 static void maybe_close_rest(pbl__child *c) {
   if (!c->owner_done || !c->exited || c->grace_pending)
     return;
-  close_handle(c, (uv_handle_t *)&c->proc, &c->proc_open);
   close_handle(c, (uv_handle_t *)&c->grace, &c->timer_open);
 }
 
@@ -106,8 +108,7 @@ void pbl__child_close(pbl__child *c) {
 
 void pbl__child_ref(pbl__child *c, bool ref) {
   void (*set)(uv_handle_t *) = ref ? uv_ref : uv_unref;
-  if (c->proc_open)
-    set((uv_handle_t *)&c->proc);
+  pbl__reaper_ref(&c->reaped, ref);
   for (int fd = 0; fd < NPIPES; fd++)
     if (c->pipe_open[fd])
       set((uv_handle_t *)&c->pipes[fd]);
@@ -158,8 +159,7 @@ void pbl__child_kill(pbl__child *c, uint64_t grace_ms) {
   c->grace_pending = true;
   /* The loop's clock is from the start of this turn: the grace counts
    * from now, not from then. */
-  uv_update_time(c->grace.loop);
-  uv_timer_start(&c->grace, on_grace, grace_ms, 0);
+  pbl__timer_start(&c->grace, on_grace, grace_ms);
 }
 
 static void on_linger(uv_timer_t *timer) {
@@ -177,12 +177,11 @@ void pbl__child_expect_exit(pbl__child *c, uint64_t delay_ms,
   c->linger_grace_ms = grace_ms;
   c->grace.data = c;
   c->grace_pending = true;
-  uv_update_time(c->grace.loop);
-  uv_timer_start(&c->grace, on_linger, delay_ms, 0);
+  pbl__timer_start(&c->grace, on_linger, delay_ms);
 }
 
-static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
-  pbl__child *c = PBL__CONTAINER_OF(p, pbl__child, proc);
+static void on_reaped(pbl__reaped *r, int64_t status, int sig) {
+  pbl__child *c = PBL__CONTAINER_OF(r, pbl__child, reaped);
   c->exited = true;
   if (c->lingering) {
     stop_grace(c);
@@ -204,49 +203,62 @@ static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
 }
 
 /* fd 1 or 2 of ours, if open; else the child gets /dev/null. */
-static uv_stdio_container_t inherit(int fd) {
-  uv_stdio_container_t s = {.flags = UV_IGNORE};
-  if (fcntl(fd, F_GETFD) != -1) {
-    s.flags = UV_INHERIT_FD;
-    s.data.fd = fd;
-  }
-  return s;
+static int inherit(int fd) {
+  return fcntl(fd, F_GETFD) != -1 ? PBL__START_INHERIT : PBL__START_DEVNULL;
 }
 
-static int init_pipe(uv_loop_t *loop, pbl__child *c, int fd,
-                     uv_stdio_container_t *s, int flags) {
+/* A socketpair for the child's fd (as uv_spawn's UV_CREATE_PIPE): our end
+ * in a uv_pipe_t, the child's end in *child_end. */
+static int init_pipe(uv_loop_t *loop, pbl__child *c, int fd, int *child_end) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return uv_translate_sys_error(errno);
   int err = uv_pipe_init(loop, &c->pipes[fd], 0);
-  if (err != 0)
+  if (err == 0) {
+    c->pipe_open[fd] = true;
+    c->handles++;
+    err = uv_pipe_open(&c->pipes[fd], sv[0]);
+  }
+  if (err != 0) {
+    close(sv[0]);
+    close(sv[1]);
     return err;
-  c->pipe_open[fd] = true;
-  c->handles++;
-  s->flags = (uv_stdio_flags)(UV_CREATE_PIPE | flags);
-  s->data.stream = (uv_stream_t *)&c->pipes[fd];
+  }
+  *child_end = sv[1];
   return 0;
 }
 
 static int init_stdio(uv_loop_t *loop, pbl__child *c, unsigned flags,
-                      uv_stdio_container_t stdio[NPIPES]) {
+                      pbl__start_opts *so) {
   int err = 0;
-  stdio[0] = (uv_stdio_container_t){.flags = UV_IGNORE};
+  for (int fd = 0; fd < NPIPES; fd++)
+    so->fds[fd] = PBL__START_DEVNULL;
+  so->nfds = (flags & PBL__CHILD_CHANNEL) ? 4 : 3;
   if (flags & PBL__CHILD_STDIN)
-    err = init_pipe(loop, c, 0, &stdio[0], UV_READABLE_PIPE);
+    err = init_pipe(loop, c, 0, &so->fds[0]);
   if (flags & PBL__CHILD_CAPTURE) {
     if (err == 0)
-      err = init_pipe(loop, c, 1, &stdio[1], UV_WRITABLE_PIPE);
+      err = init_pipe(loop, c, 1, &so->fds[1]);
     if (err == 0)
-      err = init_pipe(loop, c, 2, &stdio[2], UV_WRITABLE_PIPE);
+      err = init_pipe(loop, c, 2, &so->fds[2]);
   } else {
-    stdio[1] = inherit(1);
-    stdio[2] = inherit(2);
+    so->fds[1] = inherit(1);
+    so->fds[2] = inherit(2);
   }
   if ((flags & PBL__CHILD_CHANNEL) && err == 0)
-    err = init_pipe(loop, c, 3, &stdio[3], UV_READABLE_PIPE | UV_WRITABLE_PIPE);
+    err = init_pipe(loop, c, 3, &so->fds[3]);
   return err;
 }
 
-int pbl__child_spawn(uv_loop_t *loop, const pbl__child_opts *o,
-                     pbl__child **out) {
+/* The child has its copies now (or never will): ours go. */
+static void close_child_ends(pbl__start_opts *so) {
+  for (int fd = 0; fd < NPIPES; fd++)
+    if (so->fds[fd] >= 0)
+      close(so->fds[fd]);
+}
+
+int pbl__child_spawn(uv_loop_t *loop, pbl__reaper **reaper,
+                     const pbl__child_opts *o, pbl__child **out) {
   *out = NULL;
   pbl__child *c = pbl__calloc(1, sizeof(*c));
   if (c == NULL)
@@ -256,33 +268,34 @@ int pbl__child_spawn(uv_loop_t *loop, const pbl__child_opts *o,
   c->data = o->data;
   pbl__ignore_sigpipe();
 
-  uv_stdio_container_t stdio[NPIPES];
+  pbl__start_opts so = {
+      .file = o->file,
+      .args = o->args,
+      .env = o->env,
+      .cwd = o->cwd,
+  };
+  bool watched = false;
   int err = uv_timer_init(loop, &c->grace);
   if (err == 0) {
     c->timer_open = true;
     c->handles++;
-    err = init_stdio(loop, c, o->flags, stdio);
+    err = init_stdio(loop, c, o->flags, &so);
   }
+  /* Watched before it starts: it may exit before we know its pid. */
   if (err == 0) {
-    uv_process_options_t po = {
-        .exit_cb = on_proc_exit,
-        .file = o->file,
-        .args = o->args,
-        .env = o->env,
-        .cwd = o->cwd,
-        .flags = UV_PROCESS_DETACHED, /* own session and group */
-        .stdio_count = (o->flags & PBL__CHILD_CHANNEL) ? 4 : 3,
-        .stdio = stdio,
-    };
-    err = uv_spawn(loop, &c->proc, &po);
-    /* Initialised even when it fails: it must be closed either way. */
-    c->proc_open = true;
-    c->handles++;
-    c->pid = c->proc.pid;
+    err = pbl__reaper_add(reaper, loop, &c->reaped, on_reaped);
+    watched = err == 0;
   }
-  *out = c;
   if (err == 0)
+    err = pbl__start(&so, &c->pid);
+  close_child_ends(&so);
+  *out = c;
+  if (err == 0) {
+    pbl__reaper_started(&c->reaped, c->pid);
     return 0;
+  }
+  if (watched)
+    pbl__reaper_remove(&c->reaped);
   c->exited = true; /* no exit will be reported: nothing runs */
   c->on_exit = NULL;
   if (c->handles == 0) {

@@ -1,6 +1,7 @@
 /* A child process and its handles: spawn with the pipes asked for, the
  * SIGTERM -> SIGKILL escalation on its process group, reaping, and the
- * close of every handle. The only caller of uv_spawn().
+ * close of every handle. The only caller of pbl__start() (process-start.h),
+ * the one place the library starts a process; reaper.h reaps it.
  *
  * Lifetime. pbl__child_spawn() allocates the child; it frees itself once
  * every handle is closed and then calls on_closed. Its owner calls
@@ -21,6 +22,8 @@
 #include <stdint.h>
 
 #include <uv.h>
+
+#include "reaper.h"
 
 typedef struct pbl__child pbl__child;
 
@@ -46,11 +49,12 @@ typedef struct pbl__child_opts {
   void *data; /* for the callbacks: pbl__child_data() */
 } pbl__child_opts;
 
-/* Loop thread. Starts a child. Returns 0 and sets *out; or an error: then
- * *out is NULL if nothing was allocated (UV_ENOMEM), else the child is
- * already closing and on_closed follows, with no on_exit. */
-int pbl__child_spawn(uv_loop_t *loop, const pbl__child_opts *o,
-                     pbl__child **out);
+/* Loop thread. Starts a child; *reaper is the binding's (pl->reaper).
+ * Returns 0 and sets *out; or an error: then *out is NULL if nothing was
+ * allocated (UV_ENOMEM), else the child is already closing and on_closed
+ * follows, with no on_exit. */
+int pbl__child_spawn(uv_loop_t *loop, pbl__reaper **reaper,
+                     const pbl__child_opts *o, pbl__child **out);
 void *pbl__child_data(const pbl__child *c);
 int pbl__child_pid(const pbl__child *c);
 /* The pipe on the child's fd 0..3, or NULL if it has none (or closed). */
@@ -67,7 +71,7 @@ void pbl__child_kill(pbl__child *c, uint64_t grace_ms);
 void pbl__child_expect_exit(pbl__child *c, uint64_t delay_ms,
                             uint64_t grace_ms);
 bool pbl__child_exited(const pbl__child *c);
-/* Whether the child's process handle and pipes keep the loop alive (they
+/* Whether the child (until reaped) and its pipes keep the loop alive (they
  * do from spawn on). A pool's idle workers do not; its dying ones do, until
  * reaped. */
 void pbl__child_ref(pbl__child *c, bool ref);

@@ -58,6 +58,20 @@ char *pbl__vasprintf(const char *fmt, va_list ap);
  * (doubling, at least 4). Returns 0 or UV_ENOMEM (*p is left as it was). */
 int pbl__grow(void **p, size_t *cap, size_t need, size_t size);
 
+/* ---- timers ---- */
+
+/* Every timer the library arms goes through here. uv_timer_start counts
+ * from the loop's cached time, taken at the start of this loop turn: after
+ * a turn that did other work, or a slow start, a timer would fire that
+ * much early. Counted from now instead, and 1 ms more, since the loop's
+ * clock is in whole milliseconds: a timer never fires before `ms` of real
+ * time. */
+static inline int pbl__timer_start(uv_timer_t *timer, uv_timer_cb cb,
+                                   uint64_t ms) {
+  uv_update_time(timer->loop);
+  return uv_timer_start(timer, cb, ms > 0 ? ms + 1 : 0, 0);
+}
+
 /* ---- task kinds ---- */
 
 /* What process kinds know of their child. pid is set while the task
@@ -222,6 +236,7 @@ struct pbl_loop {
   void (*closed_cb)(pbl_loop_t *);
   QUEUE members;           /* pools bound to this loop */
   pbl__runq runq;          /* thread tasks on libuv's pool */
+  struct pbl__reaper *reaper; /* our children's SIGCHLD watcher, or NULL */
 };
 
 /* Something bound to a loop that must end before the loop closes. */

@@ -124,8 +124,8 @@ static void arm_backoff(pbl__ppool *pp, uint64_t now) {
   pp->backoff.data = pp;
   pp->base.unjoined++; /* closed before the pool is done */
   uv_unref((uv_handle_t *)&pp->backoff); /* the queued tasks keep the loop */
-  uv_timer_start(&pp->backoff, on_backoff,
-                 (pp->next_start_ns - now + MS - 1) / MS, 0);
+  pbl__timer_start(&pp->backoff, on_backoff,
+                   (pp->next_start_ns - now + MS - 1) / MS);
 }
 
 /* Starts workers for the jobs the workers there will not take soon.

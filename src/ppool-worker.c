@@ -317,7 +317,7 @@ static void arm_init_timer(pbl__pworker *w) {
   w->init_timer.data = w;
   w->own++;
   uv_unref((uv_handle_t *)&w->init_timer); /* as the worker's own handles */
-  uv_timer_start(&w->init_timer, on_init_timeout, ms, 0);
+  pbl__timer_start(&w->init_timer, on_init_timeout, ms);
 }
 
 /* ---- start ---- */
@@ -341,7 +341,7 @@ int pbl__pworker_start(pbl__ppool *pp) {
   QUEUE_INSERT_TAIL(&pp->workers, &w->link);
   p->unjoined++;
   uv_mutex_unlock(&p->lock);
-  err = pbl__worker_spawn(p->loop->uv, pp->worker_path, on_exit, on_closed, w,
+  err = pbl__worker_spawn(p->loop, pp->worker_path, on_exit, on_closed, w,
                           &w->child);
   uv_mutex_lock(&p->lock);
   if (err != 0) {

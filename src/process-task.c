@@ -190,10 +190,8 @@ static void process_start(pbl_task_t *t) {
     fail_now(t, err, PBL__DELIVER_POST);
     return;
   }
-  if (t->x != NULL)
-    t->x->started_ns = uv_hrtime();
   pbl__task_hold(t);
-  err = pbl__worker_spawn(t->loop->uv, pt->worker_path, on_exit, on_closed, pt,
+  err = pbl__worker_spawn(t->loop, pt->worker_path, on_exit, on_closed, pt,
                           &pt->child);
   if (err != 0) {
     if (pt->child == NULL)
@@ -201,6 +199,10 @@ static void process_start(pbl_task_t *t) {
     fail_now(t, err, PBL__DELIVER_POST);
     return;
   }
+  /* The timeout counts from the running child, not from before its start:
+   * what the start cost is not taken off it. */
+  if (t->x != NULL)
+    t->x->started_ns = uv_hrtime();
   atomic_store_explicit(&pt->proc.pid, pbl__child_pid(pt->child),
                         memory_order_release);
   (void)pbl__task_begin(t); /* false: cancelled meanwhile; abort follows */

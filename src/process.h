@@ -37,7 +37,7 @@ static inline uint64_t pbl__kill_grace_ms(const pbl_task_t *t) {
 
 /* worker-spawn.c: loop thread. Starts a worker (worker_path, or this
  * program when NULL) with its channel on fd 3; as pbl__child_spawn. */
-int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
+int pbl__worker_spawn(pbl_loop_t *pl, const char *worker_path,
                       pbl__child_exit_cb on_exit,
                       pbl__child_closed_cb on_closed, void *data,
                       pbl__child **out);

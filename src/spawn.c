@@ -145,7 +145,7 @@ static void linger(spawn_task *st) {
   st->linger_open = true;
   st->linger.data = st;
   pbl__task_hold(&st->base); /* until the timer is closed */
-  uv_timer_start(&st->linger, on_linger, pbl__kill_grace_ms(&st->base), 0);
+  pbl__timer_start(&st->linger, on_linger, pbl__kill_grace_ms(&st->base));
 }
 
 static void on_exit(pbl__child *c, int64_t status, int sig) {
@@ -245,16 +245,18 @@ static void spawn_start(pbl_task_t *t) {
       .on_closed = on_closed,
       .data = st,
   };
-  if (t->x != NULL)
-    t->x->started_ns = uv_hrtime();
   pbl__task_hold(t);
-  int err = pbl__child_spawn(t->loop->uv, &o, &st->child);
+  int err = pbl__child_spawn(t->loop->uv, &t->loop->reaper, &o, &st->child);
   if (err != 0) {
     if (st->child == NULL)
       pbl__task_drop(t);
     pbl__task_end(t, PBL_FAILED, err, NULL, NULL, PBL__DELIVER_POST);
     return;
   }
+  /* The timeout counts from the running child, not from before its start:
+   * what the start cost is not taken off it. */
+  if (t->x != NULL)
+    t->x->started_ns = uv_hrtime();
   atomic_store_explicit(&st->proc.pid, pbl__child_pid(st->child),
                         memory_order_release);
   (void)pbl__task_begin(t);

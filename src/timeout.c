@@ -45,5 +45,5 @@ void pbl__timeout_arm(pbl_task_t *t) {
   timer->data = t;
   t->x->timer = timer;
   pbl__task_hold(t);
-  uv_timer_start(timer, on_timeout, left_ms, 0);
+  pbl__timer_start(timer, on_timeout, left_ms);
 }

@@ -17,7 +17,7 @@ static void find_exe(void) {
   exe_err = uv_exepath(exe, &n);
 }
 
-int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
+int pbl__worker_spawn(pbl_loop_t *pl, const char *worker_path,
                       pbl__child_exit_cb on_exit,
                       pbl__child_closed_cb on_closed, void *data,
                       pbl__child **out) {
@@ -44,7 +44,7 @@ int pbl__worker_spawn(uv_loop_t *loop, const char *worker_path,
       .on_closed = on_closed,
       .data = data,
   };
-  return pbl__child_spawn(loop, &o, out);
+  return pbl__child_spawn(pl->uv, &pl->reaper, &o, out);
 }
 
 void pbl__channel_stop(pbl__child *c, bool *reading) {

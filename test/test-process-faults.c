@@ -1,8 +1,10 @@
-/* Process tasks when libuv fails under them: the spawn (fork or exec),
- * the read start and the write on the channel. The task fails with
- * libuv's code, its callback never runs inside the submitting call, the
- * child (if any) is killed and reaped, and nothing is left. uv_spawn,
- * uv_read_start and uv_write are wrapped (-Wl,--wrap). */
+/* Process tasks when the system fails under them: the start
+ * (posix_spawn), the read start and the write on the channel. The task
+ * fails with the matching libuv code, its callback never runs inside the
+ * submitting call, the child (if any) is killed and reaped, and nothing
+ * is left. posix_spawn, uv_read_start and uv_write are wrapped
+ * (-Wl,--wrap). */
+#include <spawn.h>
 #include <string.h>
 
 #include "helpers.h"
@@ -12,10 +14,14 @@
 
 static int fail_spawn, fail_read_start, fail_write; /* the code to return */
 
-int __real_uv_spawn(uv_loop_t *l, uv_process_t *p,
-                    const uv_process_options_t *o);
-int __wrap_uv_spawn(uv_loop_t *l, uv_process_t *p,
-                    const uv_process_options_t *o);
+int __real_posix_spawn(pid_t *pid, const char *path,
+                       const posix_spawn_file_actions_t *fa,
+                       const posix_spawnattr_t *attr, char *const argv[],
+                       char *const envp[]);
+int __wrap_posix_spawn(pid_t *pid, const char *path,
+                       const posix_spawn_file_actions_t *fa,
+                       const posix_spawnattr_t *attr, char *const argv[],
+                       char *const envp[]);
 int __real_uv_read_start(uv_stream_t *s, uv_alloc_cb a, uv_read_cb r);
 int __wrap_uv_read_start(uv_stream_t *s, uv_alloc_cb a, uv_read_cb r);
 int __real_uv_write(uv_write_t *req, uv_stream_t *s, const uv_buf_t bufs[],
@@ -23,18 +29,15 @@ int __real_uv_write(uv_write_t *req, uv_stream_t *s, const uv_buf_t bufs[],
 int __wrap_uv_write(uv_write_t *req, uv_stream_t *s, const uv_buf_t bufs[],
                     unsigned n, uv_write_cb cb);
 
-int __wrap_uv_spawn(uv_loop_t *l, uv_process_t *p,
-                    const uv_process_options_t *o) {
+/* As posix_spawn says when the clone or the exec fails: a positive errno,
+ * and no child runs. */
+int __wrap_posix_spawn(pid_t *pid, const char *path,
+                       const posix_spawn_file_actions_t *fa,
+                       const posix_spawnattr_t *attr, char *const argv[],
+                       char *const envp[]) {
   if (fail_spawn == 0)
-    return __real_uv_spawn(l, p, o);
-  /* As libuv does when fork fails: the handle is initialised (it must be
-   * closed) and no child runs. A failing exec sets that up for us. */
-  uv_process_options_t none = *o;
-  char *args[] = {"/nonexistent/pbl-test", NULL};
-  none.file = args[0];
-  none.args = args;
-  assert_int_equal(__real_uv_spawn(l, p, &none), UV_ENOENT);
-  return fail_spawn;
+    return __real_posix_spawn(pid, path, fa, attr, argv, envp);
+  return -fail_spawn;
 }
 
 int __wrap_uv_read_start(uv_stream_t *s, uv_alloc_cb a, uv_read_cb r) {
