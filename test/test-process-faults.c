@@ -13,6 +13,10 @@
 #define F(state) pbl_test_fixture *f = *(state)
 
 static int fail_spawn, fail_read_start, fail_write; /* the code to return */
+/* A slow start: the wrapped posix_spawn waits this long first (as a fork
+ * of a large parent did), and notes when the child runs. */
+static unsigned slow_spawn_ms;
+static uint64_t spawned_ns;
 
 int __real_posix_spawn(pid_t *pid, const char *path,
                        const posix_spawn_file_actions_t *fa,
@@ -35,9 +39,14 @@ int __wrap_posix_spawn(pid_t *pid, const char *path,
                        const posix_spawn_file_actions_t *fa,
                        const posix_spawnattr_t *attr, char *const argv[],
                        char *const envp[]) {
-  if (fail_spawn == 0)
-    return __real_posix_spawn(pid, path, fa, attr, argv, envp);
-  return -fail_spawn;
+  if (fail_spawn != 0)
+    return -fail_spawn;
+  uint64_t start = uv_hrtime();
+  while (uv_hrtime() - start < (uint64_t)slow_spawn_ms * 1000000)
+    ;
+  int err = __real_posix_spawn(pid, path, fa, attr, argv, envp);
+  spawned_ns = uv_hrtime();
+  return err;
 }
 
 int __wrap_uv_read_start(uv_stream_t *s, uv_alloc_cb a, uv_read_cb r) {
@@ -103,6 +112,36 @@ static void test_command_spawn_fails(void **state) {
   pbl_task_release(t);
 }
 
+static uint64_t ended_ns;
+static void on_ended(pbl_task_t *t, void *data) {
+  (void)t, (void)data;
+  ended_ns = uv_hrtime();
+}
+
+/* A start that takes long does not eat into the timeout: it counts from
+ * the running child, for one-shot tasks and for commands. */
+#define SLOW_MS 600
+#define TIMEOUT_MS 1000
+static void test_slow_start_keeps_timeout(void **state) {
+  F(state);
+  const char *argv[] = {"sleep", "30", NULL};
+  for (int i = 0; i < 2; i++) {
+    pbl_task_t *t;
+    pbl_spawn_opts o = {.task = {.on_done = on_ended,
+                                 .timeout_ms = TIMEOUT_MS}};
+    slow_spawn_ms = SLOW_MS;
+    if (i == 0)
+      assert_int_equal(pbl_process(f->pl, fn_sleep, NULL, 0, &o.task, &t), 0);
+    else
+      assert_int_equal(pbl_spawn(f->pl, argv, &o, &t), 0);
+    slow_spawn_ms = 0;
+    assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+    assert_int_equal(pbl_task_state_of(t), PBL_TIMED_OUT);
+    assert_true((ended_ns - spawned_ns) / 1000000 >= TIMEOUT_MS);
+    pbl_task_release(t);
+  }
+}
+
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
@@ -111,6 +150,7 @@ int main(int argc, char **argv) {
       T(test_spawn_fails),
       T(test_read_start_fails),
       T(test_write_fails),
+      T(test_slow_start_keeps_timeout),
       T(test_command_spawn_fails),
 #undef T
   };

@@ -216,27 +216,53 @@ static bool task_ended(void *t) {
 
 /* A command whose background child keeps its stdout and stderr open ends
  * within its kill grace after its exit, not when the child closes them;
- * what it printed before exiting is kept. The exit decides: a timeout
- * during the grace does not change the end. */
+ * what it printed before exiting is kept. */
 static void test_background_holds_output(void **state) {
   F(state);
   const char *argv[] = {"sh", "-c", "echo started; sleep 60 & exit 0", NULL};
-  pbl_spawn_opts o = {.task = {.kill_grace_ms = 300, .timeout_ms = 100}};
-  for (int i = 0; i < 2; i++) {
-    pbl_task_t *t;
-    o.task.timeout_ms = i == 0 ? 0 : 100;
-    assert_int_equal(pbl_spawn(f->pl, argv, &o, &t), 0);
-    bool ended = pbl_test_run_until(&f->uv, task_ended, t, 20000);
-    int pid = pbl_task_pid(t);
-    if (pid > 0)
-      (void)kill(-pid, SIGKILL); /* the background sleep, in the group */
-    assert_true(ended);
-    assert_int_equal(pbl_task_state_of(t), PBL_DONE);
-    assert_int_equal(pbl_task_exit_status(t), 0);
-    assert_out(t, "started\n");
-    assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
-    pbl_task_release(t);
-  }
+  pbl_spawn_opts o = {.task = {.kill_grace_ms = 300}};
+  pbl_task_t *t;
+  assert_int_equal(pbl_spawn(f->pl, argv, &o, &t), 0);
+  bool ended = pbl_test_run_until(&f->uv, task_ended, t, 60000);
+  int pid = pbl_task_pid(t);
+  if (pid > 0)
+    (void)kill(-pid, SIGKILL); /* the background sleep, in the group */
+  assert_true(ended);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  assert_int_equal(pbl_task_exit_status(t), 0);
+  assert_out(t, "started\n");
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  pbl_task_release(t);
+}
+
+static bool past(void *deadline_ns) {
+  return uv_hrtime() >= *(uint64_t *)deadline_ns;
+}
+
+/* The exit decides: a timeout that falls in the grace after the exit does
+ * not end the command. The grace is long, the timeout ends inside it; the
+ * shell has the whole timeout (1.5 s) to exit, and the test ends the
+ * grace itself, by killing the background child, once the timeout has
+ * passed. */
+static void test_timeout_in_grace_after_exit(void **state) {
+  F(state);
+  const char *argv[] = {"sh", "-c", "echo started; sleep 60 & exit 0", NULL};
+  pbl_spawn_opts o = {.task = {.kill_grace_ms = 60000, .timeout_ms = 1500}};
+  pbl_task_t *t;
+  uint64_t deadline = uv_hrtime() + 2500 * (uint64_t)1000000;
+  assert_int_equal(pbl_spawn(f->pl, argv, &o, &t), 0);
+  assert_false(pbl_test_run_until(&f->uv, task_ended, t, 2500) &&
+               pbl_task_state_of(t) == PBL_TIMED_OUT);
+  assert_true(pbl_test_run_until(&f->uv, past, &deadline, 5000));
+  assert_int_equal(pbl_task_state_of(t), PBL_RUNNING); /* in the grace */
+  int pid = pbl_task_pid(t);
+  assert_true(pid > 0);
+  (void)kill(-pid, SIGKILL); /* the output closes: the command ends */
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  assert_int_equal(pbl_task_exit_status(t), 0);
+  assert_out(t, "started\n");
+  pbl_task_release(t);
 }
 
 static void test_bad_input(void **state) {
@@ -288,6 +314,7 @@ int main(void) {
       T(test_timeout),
       T(test_cancel_kills_group),
       T(test_background_holds_output),
+      T(test_timeout_in_grace_after_exit),
       T(test_bad_input),
       T(test_copies),
 #undef T
