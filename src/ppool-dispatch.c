@@ -9,9 +9,15 @@
 
 #define MS 1000000ull
 
-void pbl__ppool_job_took(pbl__ppool *pp, uint64_t ns) {
+/* The moving average of a job's time, which sets the depth. */
+static void on_job_done(pbl__ppool *pp, uint64_t ns) {
   pp->job_ns = pp->job_ns - pp->job_ns / 8 + ns / 8;
 }
+
+static const pbl__pworker_events worker_events = {
+    .on_change = pbl__ppool_dispatch,
+    .on_job_done = on_job_done,
+};
 
 /* Jobs in flight a worker may have: about PBL__PPOOL_BUDGET_NS of work. */
 static unsigned depth(const pbl__ppool *pp) {
@@ -161,7 +167,7 @@ static unsigned start_workers(pbl__ppool *pp) {
   uv_mutex_unlock(&p->lock);
   unsigned n0 = n;
   for (unsigned i = 0; i < n0; i++) {
-    int err = pbl__pworker_start(pp);
+    int err = pbl__pworker_start(pp, &worker_events);
     if (err == 0)
       continue;
     n = i;

@@ -99,7 +99,7 @@ void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {
   pbl__child_ref(w->child, true); /* reaped before uv_run() returns */
   pbl__child_kill(w->child, grace_ms);
   pbl__child_close(w->child); /* its pipes now; the rest once reaped */
-  pbl__ppool_dispatch(w->pp); /* a replacement, the requeued jobs */
+  w->ev->on_change(w->pp); /* a replacement, the requeued jobs */
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {

@@ -33,7 +33,7 @@ static void item_starts(pbl__pworker *w, pbl__pool_item *it) {
   pbl__pitem *pi = (pbl__pitem *)it;
   atomic_store_explicit(&pi->proc.pid, w->pid, memory_order_release);
   if (!pbl__task_begin(&it->base))
-    pbl__pworker_kill(w, pbl__ppool_grace(w->pp, &it->base));
+    pbl__pworker_kill(w, pbl__pworker_grace(w->pp, &it->base));
 }
 
 /* A job reached the head of w: count its wait, arm its timers. */
@@ -75,7 +75,7 @@ static bool take_head(pbl__pworker *w) {
   uv_mutex_unlock(&p->done_lock);
   pbl__pworker_leave(it);
   if (job_done)
-    pbl__ppool_job_took(w->pp, uv_hrtime() - w->job_start_ns);
+    w->ev->on_job_done(w->pp, uv_hrtime() - w->job_start_ns);
   return job_done;
 }
 
@@ -209,7 +209,7 @@ static void after_answers(pbl__pworker *w) {
     pbl__child_ref(w->child, true); /* reaped before uv_run() returns */
     pbl__child_expect_exit(w->child, w->pp->grace_ms, w->pp->grace_ms);
   }
-  pbl__ppool_dispatch(w->pp);
+  w->ev->on_change(w->pp);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -249,7 +249,7 @@ static void on_exit(pbl__child *c, int64_t status, int sig) {
   if (w->state != PBL__PW_DYING)
     pbl__pworker_died(w, status, sig);
   pbl__child_close(c);
-  pbl__ppool_dispatch(w->pp);
+  w->ev->on_change(w->pp);
 }
 
 /* The last of w's handles (its child's, its own) closed. */
@@ -322,7 +322,7 @@ static void arm_init_timer(pbl__pworker *w) {
 
 /* ---- start ---- */
 
-int pbl__pworker_start(pbl__ppool *pp) {
+int pbl__pworker_start(pbl__ppool *pp, const pbl__pworker_events *ev) {
   pbl_pool_t *p = &pp->base;
   pbl__pworker *w = pbl__calloc(1, sizeof(*w));
   int err = UV_ENOMEM;
@@ -336,6 +336,7 @@ int pbl__pworker_start(pbl__ppool *pp) {
     return err;
   }
   w->pp = pp;
+  w->ev = ev;
   w->state = PBL__PW_DYING; /* until it runs */
   uv_mutex_lock(&p->lock);
   QUEUE_INSERT_TAIL(&pp->workers, &w->link);

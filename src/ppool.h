@@ -87,6 +87,18 @@
 typedef struct pbl__ppool pbl__ppool;
 typedef struct pbl__pwrite pbl__pwrite;
 
+/* How a worker reports to the pool's dispatch above it (ppool-dispatch.c),
+ * as a child reports to its owner (child.h): the worker files below call
+ * up only through these. Loop thread. */
+typedef struct pbl__pworker_events {
+  /* Something the dispatch acts on changed: a worker became ready, took
+   * answers, died, was killed or gave its slot back; jobs came back to the
+   * queue. */
+  void (*on_change)(pbl__ppool *pp);
+  /* A job took ns on its worker, from its start to its last answer. */
+  void (*on_job_done)(pbl__ppool *pp, uint64_t ns);
+} pbl__pworker_events;
+
 typedef enum {
   PBL__PW_STARTING, /* the initializer's call is out */
   PBL__PW_READY,    /* takes jobs */
@@ -96,6 +108,7 @@ typedef enum {
 
 typedef struct pbl__pworker {
   pbl__ppool *pp;
+  const pbl__pworker_events *ev; /* the dispatch's */
   pbl__child *child;  /* loop; NULL once every handle closed */
   QUEUE link;         /* pp->workers: insert and remove under lock */
   pbl__wire_reader rd; /* loop */
@@ -169,13 +182,16 @@ typedef struct pbl__pitem {
   bool skipped;        /* loop: w dropped it: it never ran */
 } pbl__pitem;
 
-/* process-pool.c, loop thread: hands queued jobs to workers and starts
- * workers as needed. */
+/* ppool-dispatch.c, loop thread: hands queued jobs to workers and starts
+ * workers as needed (workers report through pbl__pworker_events). */
 void pbl__ppool_dispatch(pbl__ppool *pp);
-/* A job took ns on its worker: the average that sets the depth. */
-void pbl__ppool_job_took(pbl__ppool *pp, uint64_t ns);
+
 /* The grace of an item's kill: its own, else the pool's. */
-uint64_t pbl__ppool_grace(pbl__ppool *pp, const pbl_task_t *t);
+static inline uint64_t pbl__pworker_grace(const pbl__ppool *pp,
+                                          const pbl_task_t *t) {
+  return t->x != NULL && t->x->kill_grace_ms > 0 ? (uint64_t)t->x->kill_grace_ms
+                                                 : pp->grace_ms;
+}
 
 /* ppool-write.c, loop thread. Writes jobs[0..n) (already in w's jobs) as
  * one batch; the initializer's call; a CANCEL of pi (queued on w, not its
@@ -192,9 +208,10 @@ void pbl__pworker_write_init(pbl__pworker *w);
 void pbl__pworker_write_over(pbl__pworker *w);
 
 /* ppool-worker.c, loop thread. */
-/* Starts a worker; it holds a slot already counted by the caller. On
- * error gives the slot back; returns 0 or libuv's error. */
-int pbl__pworker_start(pbl__ppool *pp);
+/* Starts a worker that reports through ev; it holds a slot already
+ * counted by the caller. On error gives the slot back; returns 0 or
+ * libuv's error. */
+int pbl__pworker_start(pbl__ppool *pp, const pbl__pworker_events *ev);
 /* The head of w's oldest job, or NULL. */
 pbl__pool_item *pbl__pworker_head(const pbl__pworker *w);
 /* A job reached the head of w: count its wait, arm its timers, start its

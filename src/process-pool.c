@@ -16,7 +16,7 @@ static void pitem_abort(pbl_task_t *t) {
   if (w == NULL)
     return;
   if (pbl__pworker_head(w) == &pi->item)
-    pbl__pworker_kill(w, pbl__ppool_grace(w->pp, t));
+    pbl__pworker_kill(w, pbl__pworker_grace(w->pp, t));
   else if (w->state == PBL__PW_READY && !pi->cancel_sent)
     pbl__pworker_send_cancel(w, pi); /* w drops it, or is killed if it
                                         started it first (item_starts) */
@@ -44,11 +44,6 @@ static const pbl__task_ops pitem_ops = {
     .delivered = pbl__pool_item_delivered,
     .needs_loop = true,
 };
-
-uint64_t pbl__ppool_grace(pbl__ppool *pp, const pbl_task_t *t) {
-  return t->x != NULL && t->x->kill_grace_ms > 0 ? (uint64_t)t->x->kill_grace_ms
-                                                 : pp->grace_ms;
-}
 
 /* ---- the kind's hooks ---- */
 
