@@ -17,7 +17,7 @@
 #include <stdbool.h>
 
 #include "bench-thread.h"
-#include "internal.h" /* pbl__thread_task_size() */
+#include "thread/thread-task.h" /* pbl__thread_task_size() */
 
 typedef struct {
   uv_mutex_t mu;

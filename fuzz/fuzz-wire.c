@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "wire.h"
+#include "core/internal.h"
+#include "process/wire.h"
 
 #define MAX_LEN (1u << 20) /* keeps libFuzzer's malloc limit out of play */
 

@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "helpers.h"
-#include "internal.h"
-#include "wire.h"
+#include "core/internal.h"
+#include "process/wire.h"
 
 static void encode(uint8_t *out, uint8_t type, uint8_t flags, uint64_t tag,
                    uint64_t len) {

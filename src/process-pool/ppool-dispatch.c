@@ -1,11 +1,11 @@
 /* A process pool's dispatch, on the loop thread: handing queued jobs to
  * workers (as many as their depth allows, one write each), starting
  * workers (with the backoff), and winding them down once the pool is
- * closed or stopped. See ppool.h for the design notes.
+ * closed or stopped. See ppool-int.h for the design notes.
  */
 #include <stdio.h>
 
-#include "ppool.h"
+#include "ppool-int.h"
 
 #define MS 1000000ull
 

@@ -199,4 +199,8 @@ static inline size_t pbl__wire_batch_size(const pbl__wire_batch *b) {
 size_t pbl__wire_bufs_slice(const uv_buf_t *bufs, size_t n, size_t from,
                             size_t to, uv_buf_t *out);
 
+/* A FAIL frame's code and message as a failure record (NULL: no
+ * memory). */
+struct pbl__failure *pbl__wire_failure(const pbl__wire_fail *f);
+
 #endif /* PBL_WIRE_H */

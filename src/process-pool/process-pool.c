@@ -1,10 +1,10 @@
 /* Process pools: pbl_process_pool_new, pbl_pool_process,
- * pbl_pool_map_process, and the kind's hooks. See ppool.h for the design
+ * pbl_pool_map_process, and the kind's hooks. See ppool-int.h for the design
  * notes.
  */
 #include <string.h>
 
-#include "ppool.h"
+#include "ppool-int.h"
 
 static const pbl__pool_kind process_kind;
 

@@ -25,7 +25,7 @@
  * the same before it decides on a replacement or, after a failing init,
  * fails what waits. So no push is left unseen.
  */
-#include "tpool.h"
+#include "thread-pool.h"
 
 /* lock: a push from the loop thread (pool.h, pushed) needs no kick while
  * every worker is awake or woken and none can be started: each of them

@@ -64,7 +64,7 @@
 #ifndef PBL_POOL_H
 #define PBL_POOL_H
 
-#include "internal.h"
+#include "core/internal.h"
 
 #define PBL__POOL_MAGIC 0x7062706cu /* "pbpl" */
 #define PBL__VALID_POOL(p) ((p) != NULL && (p)->magic == PBL__POOL_MAGIC)

@@ -29,7 +29,7 @@
  * reaches it.
  *
  * Ends. A worker that dies expires the item it was running -- if that
- * item's call reached it and was not left unread there (ppool-write.c);
+ * item's call reached it and was not left unread there (ppool-worker-write.c);
  * one that never got there, like everything behind it, is requeued at the
  * head of the run queue (pbl__pool_requeue), so a worker killed from
  * outside while idle takes no task with it, not even one written to it
@@ -76,8 +76,8 @@
 #ifndef PBL_PPOOL_H
 #define PBL_PPOOL_H
 
-#include "pool.h"
-#include "process.h"
+#include "pool/pool.h"
+#include "process/process.h"
 
 #define PBL__PPOOL_DEPTH 64     /* most jobs in flight per worker */
 #define PBL__PPOOL_MIN_DEPTH 2  /* fewest: one running, one on its way */
@@ -193,7 +193,7 @@ static inline uint64_t pbl__pworker_grace(const pbl__ppool *pp,
                                                  : pp->grace_ms;
 }
 
-/* ppool-write.c, loop thread. Writes jobs[0..n) (already in w's jobs) as
+/* ppool-worker-write.c, loop thread. Writes jobs[0..n) (already in w's jobs) as
  * one batch; the initializer's call; a CANCEL of pi (queued on w, not its
  * head). A write that fails puts w down. */
 void pbl__pworker_send(pbl__pworker *w, pbl__pool_item **jobs, unsigned n);
@@ -230,7 +230,7 @@ void pbl__pworker_init_over(pbl__pworker *w);
 void pbl__pworker_close_own(pbl__pworker *w, uv_handle_t *h);
 /* w gives its slot back (once). */
 void pbl__pworker_vacate(pbl__pworker *w);
-/* ppool-end.c. w died on its own (not killed): the item it ran expires
+/* ppool-worker-end.c. w died on its own (not killed): the item it ran expires
  * (or, while starting, its initializer failed), the rest is requeued. */
 void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig);
 /* The initializer failed (or never finished): the tasks waiting fail

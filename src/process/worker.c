@@ -18,7 +18,7 @@
  * a pool's throughput), so a CANCEL that reached the worker less than
  * FRESH_NS before its call would start may come too late -- as one that
  * arrives just after the look always may: then the parent kills the
- * worker when it gets to that call (ppool.h).
+ * worker when it gets to that call (process-pool/ppool-int.h).
  *
  * Plain blocking I/O: the worker has nothing else to do. Before any
  * function runs, every fd but stdio and the channel is closed (nothing

@@ -24,6 +24,34 @@
 
 #include "internal.h"
 
+#define UV_MAX_THREADPOOL_SIZE 1024 /* libuv's threadpool.c */
+
+/* libuv reads UV_THREADPOOL_SIZE once, at its pool's first use, with
+ * these rules (threadpool.c, init_threads). */
+unsigned pbl__uv_pool_size(void) {
+  const char *v = getenv("UV_THREADPOOL_SIZE");
+  long n = v != NULL ? atoi(v) : 4;
+  if (n == 0)
+    n = 1;
+  if (n < 0 || n > UV_MAX_THREADPOOL_SIZE)
+    n = UV_MAX_THREADPOOL_SIZE; /* libuv: a negative int read as unsigned */
+  return (unsigned)n;
+}
+
+static int runq_init(pbl__runq *rq) {
+  int err = uv_mutex_init(&rq->lock);
+  if (err != 0)
+    return err;
+  QUEUE_INIT(&rq->queue);
+  rq->runners = 0;
+  rq->max_runners = pbl__uv_pool_size();
+  return 0;
+}
+
+static void runq_destroy(pbl__runq *rq) {
+  uv_mutex_destroy(&rq->lock);
+}
+
 static void on_async(uv_async_t *a);
 static void maybe_finish_close(pbl_loop_t *pl);
 static void close_now(pbl_loop_t *pl, void (*cb)(pbl_loop_t *));
@@ -46,7 +74,7 @@ void pbl__loop_unref(pbl_loop_t *pl) {
   if (atomic_fetch_sub_explicit(&pl->refs, 1, memory_order_acq_rel) != 1)
     return;
   uv_mutex_destroy(&pl->in_lock);
-  pbl__runq_destroy(&pl->runq);
+  runq_destroy(&pl->runq);
   pl->magic = PBL__DEAD_MAGIC;
   pbl__free(pl);
 }
@@ -97,7 +125,7 @@ int pbl_loop_new(uv_loop_t *loop, pbl_loop_t **out) {
     pbl__free(pl);
     return err;
   }
-  err = pbl__runq_init(&pl->runq);
+  err = runq_init(&pl->runq);
   if (err != 0) {
     uv_mutex_destroy(&pl->in_lock);
     pbl__free(pl);
@@ -105,7 +133,7 @@ int pbl_loop_new(uv_loop_t *loop, pbl_loop_t **out) {
   }
   err = uv_async_init(loop, &pl->async, on_async);
   if (err != 0) {
-    pbl__runq_destroy(&pl->runq);
+    runq_destroy(&pl->runq);
     uv_mutex_destroy(&pl->in_lock);
     pbl__free(pl);
     return err;

@@ -1,5 +1,4 @@
-/* Thread tasks on libuv's thread pool, and the run context that
- * pbl_fail() and pbl_cancelled() act on.
+/* Thread tasks on libuv's thread pool.
  *
  * Design notes.
  *
@@ -22,13 +21,12 @@
  * Lock order: runq.lock is never held while calling out or taking
  * another lock.
  */
-#include <stdarg.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "core/internal.h"
+#include "thread-task.h"
 
 #define RUNNER_BUDGET_NS 2000000u /* 2 ms */
-#define UV_MAX_THREADPOOL_SIZE 1024 /* libuv's threadpool.c */
 
 typedef struct {
   pbl_task_t base; /* first: a thread task is a pbl_task_t */
@@ -40,49 +38,6 @@ typedef struct {
   uv_work_t work;
   pbl_loop_t *pl;
 } runner;
-
-static _Thread_local pbl__run_ctx *current;
-
-pbl__run_ctx *pbl__run_enter(pbl__run_ctx *c) {
-  pbl__run_ctx *prev = current;
-  current = c;
-  return prev;
-}
-
-void pbl__run_leave(pbl__run_ctx *prev) {
-  current = prev;
-}
-
-void pbl_fail(int code, const char *fmt, ...) {
-  pbl__run_ctx *c = current;
-  if (c == NULL)
-    return;
-  char *msg = NULL;
-  if (fmt != NULL) {
-    va_list ap;
-    va_start(ap, fmt);
-    msg = pbl__vasprintf(fmt, ap);
-    va_end(ap);
-  }
-  c->fail(c, code, msg);
-  pbl__free(msg);
-}
-
-bool pbl__in_task(void) {
-  return current != NULL;
-}
-
-bool pbl_cancelled(void) {
-  pbl__run_ctx *c = current;
-  return c != NULL && c->cancelled(c);
-}
-
-void pbl__fail_record_fail(pbl__run_ctx *c, int code, const char *msg) {
-  pbl__fail_record *r = (pbl__fail_record *)c;
-  r->failed = true;
-  if (r->failure == NULL)
-    r->failure = pbl__failure_new(code, msg != NULL ? msg : "");
-}
 
 /* A function running on a thread (libuv's pool or a pool of ours) is
  * cancelled once its task ended. */
@@ -250,30 +205,4 @@ int pbl_thread(pbl_loop_t *pl, pbl_thread_fn fn, void *arg,
 
 size_t pbl__thread_task_size(void) {
   return sizeof(thread_task);
-}
-
-/* libuv reads UV_THREADPOOL_SIZE once, at its pool's first use, with
- * these rules (threadpool.c, init_threads). */
-unsigned pbl__uv_pool_size(void) {
-  const char *v = getenv("UV_THREADPOOL_SIZE");
-  long n = v != NULL ? atoi(v) : 4;
-  if (n == 0)
-    n = 1;
-  if (n < 0 || n > UV_MAX_THREADPOOL_SIZE)
-    n = UV_MAX_THREADPOOL_SIZE; /* libuv: a negative int read as unsigned */
-  return (unsigned)n;
-}
-
-int pbl__runq_init(pbl__runq *rq) {
-  int err = uv_mutex_init(&rq->lock);
-  if (err != 0)
-    return err;
-  QUEUE_INIT(&rq->queue);
-  rq->runners = 0;
-  rq->max_runners = pbl__uv_pool_size();
-  return 0;
-}
-
-void pbl__runq_destroy(pbl__runq *rq) {
-  uv_mutex_destroy(&rq->lock);
 }

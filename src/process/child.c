@@ -306,39 +306,3 @@ int pbl__child_spawn(uv_loop_t *loop, pbl__reaper **reaper,
   pbl__child_close(c);
   return err;
 }
-
-const char *pbl__signal_name(int sig, char *buf, size_t len) {
-  static const struct {
-    int sig;
-    const char *name;
-  } names[] = {
-#define SIG(name) {name, #name}
-      SIG(SIGHUP),  SIG(SIGINT),  SIG(SIGQUIT), SIG(SIGILL),  SIG(SIGTRAP),
-      SIG(SIGABRT), SIG(SIGBUS),  SIG(SIGFPE),  SIG(SIGKILL), SIG(SIGUSR1),
-      SIG(SIGSEGV), SIG(SIGUSR2), SIG(SIGPIPE), SIG(SIGALRM), SIG(SIGTERM),
-      SIG(SIGXCPU), SIG(SIGXFSZ), SIG(SIGSYS),
-#undef SIG
-  };
-  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-    if (names[i].sig == sig)
-      return names[i].name;
-  snprintf(buf, len, "SIG%d", sig);
-  return buf;
-}
-
-char *pbl__exit_words(const char *who, int64_t status, int sig) {
-  char buf[512], name[16];
-  if (sig != 0)
-    snprintf(buf, sizeof(buf), "%s killed by signal %d (%s)", who, sig,
-             pbl__signal_name(sig, name, sizeof(name)));
-  else
-    snprintf(buf, sizeof(buf), "%s exited with status %lld", who,
-             (long long)status);
-  return pbl__strdup(buf);
-}
-
-const char *pbl__proc_message(const pbl_task_t *t) {
-  if (pbl_task_state_of(t) != PBL_EXPIRED)
-    return NULL;
-  return t->ops->proc(t)->words; /* published by the end */
-}

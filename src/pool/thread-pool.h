@@ -1,11 +1,12 @@
 /* Thread pools: what the kind's hooks and API (thread-pool.c) and the
- * worker threads (tpool-worker.c) share. Never installed. See
+ * worker threads (thread-pool-worker.c) share. Never installed. See
  * thread-pool.c for the design notes.
  */
-#ifndef PBL_TPOOL_H
-#define PBL_TPOOL_H
+#ifndef PBL_THREAD_POOL_H
+#define PBL_THREAD_POOL_H
 
 #include "pool.h"
+#include "thread/thread-task.h"
 
 typedef struct pbl__tpool pbl__tpool;
 
@@ -41,11 +42,11 @@ typedef struct {
 } pbl__titem;
 
 /* lock: keeps push_kick true while a push could go unseen
- * (tpool-worker.c). */
+ * (thread-pool-worker.c). */
 void pbl__tpool_update_kick(pbl__tpool *tp);
 /* lock: how many workers to start for the jobs waiting; counts them. */
 unsigned pbl__tpool_want_workers(pbl__tpool *tp);
 /* No lock: starts n workers counted by pbl__tpool_want_workers. */
 void pbl__tpool_start_workers(pbl_pool_t *p, unsigned n);
 
-#endif /* PBL_TPOOL_H */
+#endif /* PBL_THREAD_POOL_H */

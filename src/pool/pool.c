@@ -11,54 +11,6 @@
 
 _Thread_local pbl_pool_t *pbl__pool_self;
 
-/* ---- running a function on the loop thread, from any thread ---- */
-
-/* A one-shot internal task: its start runs on the loop thread, and the
- * caller waits for it like for any task. Used where libuv wants the loop
- * thread (uv_async_init) and the caller may be elsewhere (the default
- * loop). */
-typedef struct {
-  pbl_task_t base;
-  int (*fn)(void *arg);
-  void *arg;
-  int err;
-} call_task;
-
-static void call_start(pbl_task_t *t) {
-  call_task *c = (call_task *)t;
-  c->err = c->fn(c->arg);
-  pbl__task_end(t, PBL_DONE, 0, NULL, NULL, PBL__DELIVER_NOW);
-}
-
-static const pbl__task_ops call_ops = {
-    .kind = "loop-call",
-    .start = call_start,
-    .needs_loop = true,
-    .unnumbered = true,
-};
-
-static int on_loop(pbl_loop_t *pl, int (*fn)(void *arg), void *arg) {
-  if (pbl__on_loop_thread(pl))
-    return pbl__loop_is_closing(pl) ? PBL_ECLOSED : fn(arg);
-  pbl_task_t *t;
-  int err = pbl__task_new(pl, &call_ops, sizeof(call_task), NULL, true, &t);
-  if (err != 0)
-    return err;
-  call_task *c = (call_task *)t;
-  c->fn = fn;
-  c->arg = arg;
-  c->err = PBL_ECLOSED; /* if the binding closes before it runs */
-  err = pbl__loop_submit(pl, t);
-  if (err != 0) {
-    pbl__task_discard(t);
-    return err;
-  }
-  (void)pbl_task_wait(t, -1);
-  err = c->err;
-  pbl_task_release(t);
-  return err;
-}
-
 /* ---- the drain (loop thread) ---- */
 
 static void on_async(uv_async_t *a) {
@@ -258,7 +210,7 @@ int pbl__pool_init(pbl_pool_t *p, const pbl__pool_kind *kind, pbl_loop_t *pl,
   if (err == 0) {
     err = uv_cond_init(&p->join_cv);
     if (err == 0) {
-      err = on_loop(pl, attach, p);
+      err = pbl__loop_call(pl, attach, p);
       if (err == 0) {
         pbl__loop_ref(pl); /* the binding's memory outlives the pool */
         p->magic = PBL__POOL_MAGIC;

@@ -259,9 +259,13 @@ int pbl__loop_submit(pbl_loop_t *pl, pbl_task_t *t);
 int pbl__loop_post_in(pbl_loop_t *pl, pbl_task_t *t);
 int pbl__loop_post_finished(pbl_loop_t *pl, pbl_task_t *t); /* ops->finished */
 int pbl__loop_post_delivery(pbl_loop_t *pl, pbl_task_t *t);
-/* thread-task.c: a binding's run queue. */
-int pbl__runq_init(pbl__runq *rq);
-void pbl__runq_destroy(pbl__runq *rq);
+/* loop-call.c: runs fn(arg) on pl's loop thread and returns what it
+ * returned: at once on the loop thread, else as an internal task the
+ * caller waits for (the loop must be running). PBL_ECLOSED if the binding
+ * closes first; UV_ENOMEM. Thread: any. */
+int pbl__loop_call(pbl_loop_t *pl, int (*fn)(void *arg), void *arg);
+/* loop.c: the size libuv's pool has (or will have), as libuv computes it. */
+unsigned pbl__uv_pool_size(void);
 /* Loop thread: close even the default binding (at exit). */
 void pbl__loop_close_internal(pbl_loop_t *pl, void (*cb)(pbl_loop_t *));
 void pbl__loop_track(pbl_loop_t *pl, pbl_task_t *t);
@@ -341,7 +345,7 @@ uint64_t pbl__deadline_of(int64_t timeout_ms);
 void pbl__timeout_arm(pbl_task_t *t);
 void pbl__timeout_disarm(pbl_task_t *t);
 
-/* run context (thread-task.c): what pbl_fail/pbl_cancelled act on. */
+/* run-context.c: what pbl_fail/pbl_cancelled act on, per thread. */
 typedef struct pbl__run_ctx {
   void (*fail)(struct pbl__run_ctx *c, int code, const char *msg);
   bool (*cancelled)(struct pbl__run_ctx *c);
@@ -360,12 +364,6 @@ typedef struct pbl__fail_record {
   pbl__failure *failure;
 } pbl__fail_record;
 void pbl__fail_record_fail(pbl__run_ctx *c, int code, const char *msg);
-/* Worker thread: runs fn(arg) for thread task t, with pbl_fail and
- * pbl_cancelled bound to it, and ends t DONE with its result or FAILED
- * with its pbl_fail (the loop delivers later). */
-void pbl__thread_run_task(pbl_task_t *t, pbl_thread_fn fn, void *arg);
-size_t pbl__thread_task_size(void); /* for the memory benchmark */
-unsigned pbl__uv_pool_size(void);   /* as libuv computes it */
 
 /* ids */
 uint64_t pbl__next_id(void);

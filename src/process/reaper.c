@@ -5,7 +5,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 struct pbl__reaper {
   uv_signal_t sig;

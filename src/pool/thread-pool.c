@@ -17,13 +17,13 @@
  *
  * The loop thread pushes single tasks without the pool lock (pool.h); it
  * takes the lock only to wake or start a worker, while push_kick says
- * one is needed (tpool-worker.c). Workers: tpool-worker.c.
+ * one is needed (thread-pool-worker.c). Workers: thread-pool-worker.c.
  *
  * Stop ends the jobs in hand as on cancel (POSTed callbacks, the
  * pbl_cancelled() flag raised); their threads finish the function, skip
  * the rest of the job and leave.
  */
-#include "tpool.h"
+#include "thread-pool.h"
 
 static const pbl__pool_kind thread_kind;
 

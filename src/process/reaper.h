@@ -21,7 +21,7 @@
 
 #include <uv.h>
 
-#include "queue.h"
+#include "core/queue.h"
 
 typedef struct pbl__reaper pbl__reaper;
 typedef struct pbl__reaped pbl__reaped;

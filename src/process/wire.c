@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 static const uint8_t magic[4] = {'p', 'b', 'l', 'w'};
 
@@ -380,4 +380,14 @@ size_t pbl__wire_bufs_slice(const uv_buf_t *bufs, size_t n, size_t from,
     k++;
   }
   return k;
+}
+
+struct pbl__failure *pbl__wire_failure(const pbl__wire_fail *f) {
+  pbl__failure *fl = pbl__malloc(sizeof(*fl) + f->msg_len + 1);
+  if (fl == NULL)
+    return NULL;
+  fl->code = f->code;
+  memcpy(fl->msg, f->msg, f->msg_len);
+  fl->msg[f->msg_len] = '\0';
+  return fl;
 }

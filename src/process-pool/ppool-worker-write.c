@@ -33,7 +33,7 @@
  * socket, how far the worker read is unknown, and the head expires as
  * before.)
  */
-#include "ppool.h"
+#include "ppool-int.h"
 
 /* A frame of a write: its end in the batch, and its item (CALL) or NULL. */
 typedef struct {

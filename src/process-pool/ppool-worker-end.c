@@ -1,10 +1,10 @@
 /* How a process pool's worker ends: killed (a timeout, a cancel, a stop,
  * garbage), dead on its own, or retired; and what becomes of its items.
- * Loop thread only. See ppool.h for the design notes.
+ * Loop thread only. See ppool-int.h for the design notes.
  */
 #include <stdio.h>
 
-#include "ppool.h"
+#include "ppool-int.h"
 
 #define MS 1000000ull
 #define BACKOFF_FIRST_MS 10

@@ -4,7 +4,7 @@
 #define PBL_PROCESS_H
 
 #include "child.h"
-#include "internal.h"
+#include "core/internal.h"
 #include "wire.h"
 
 /* registry.c. Thread: any. The name of a registered function (static
@@ -42,27 +42,25 @@ int pbl__worker_spawn(pbl_loop_t *pl, const char *worker_path,
                       pbl__child_closed_cb on_closed, void *data,
                       pbl__child **out);
 
-/* worker-spawn.c, loop thread: after a worker exited, feeds rd what it
+/* channel.c, loop thread: after a worker exited, feeds rd what it
  * wrote before it died, without blocking (a process it started may still
  * hold the channel open, so its end is not awaited). Sets *unread (if not
  * NULL) when the channel says the worker closed it with bytes we sent
  * still unread (ECONNRESET); leaves it alone otherwise. Returns 0, or the
  * reader's error. */
 int pbl__channel_drain(uv_stream_t *ch, pbl__wire_reader *rd, bool *unread);
-/* worker-spawn.c, loop thread: if *reading, stops reading c's channel
+/* channel.c, loop thread: if *reading, stops reading c's channel
  * (when it is still open) and clears *reading. */
 void pbl__channel_stop(pbl__child *c, bool *reading);
 /* Words on how worker `pid` ended with a call unanswered, malloc'd:
  * "worker 12 exited with status 0 without sending a result", else as
  * pbl__exit_words. NULL if out of memory. */
 char *pbl__worker_exit_words(int pid, int64_t status, int sig);
-/* A FAIL frame's code and message as a failure record (NULL: no memory). */
-pbl__failure *pbl__wire_failure(const pbl__wire_fail *f);
 
-/* child.c: the message hook of every process kind: an EXPIRED end's
+/* exit-words.c: the message hook of every process kind: an EXPIRED end's
  * words (proc->words), else NULL (pbl_strerror). */
 const char *pbl__proc_message(const pbl_task_t *t);
-/* child.c: "SIGSEGV" for 11; "SIG99" written to buf otherwise. */
+/* exit-words.c: "SIGSEGV" for 11; "SIG99" written to buf otherwise. */
 const char *pbl__signal_name(int sig, char *buf, size_t len);
 /* Words on how a child ended, malloc'd: "<who> killed by signal 11
  * (SIGSEGV)", "<who> exited with status 3". NULL if out of memory. */
