@@ -1,5 +1,6 @@
 /* Error names and messages: the library's PBL_E* block, else libuv's. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -46,4 +47,11 @@ const char *pbl_err_name(int err) {
   default:
     return uv_knows(err) ? uv_err_name(err) : unknown(err);
   }
+}
+
+void pbl__check_failed(const char *cond, const char *file, int line,
+                       const char *func) {
+  fprintf(stderr, "pebble: invariant failed: %s (%s:%d, %s)\n", cond, file,
+          line, func);
+  abort();
 }

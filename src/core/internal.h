@@ -47,6 +47,30 @@
 #define PBL__CONTAINER_OF(ptr, type, member)                                \
   ((type *)((char *)(ptr)-offsetof(type, member)))
 
+/* ---- invariant checks ---- */
+
+/* Where a comment says "loop thread", the code checks it, in builds with
+ * PBL_CHECKS (meson -Dchecks; on by default in debug and sanitizer
+ * builds); elsewhere the checks compile to nothing. A failed check is a
+ * bug of the library's, never the user's: it says where and aborts. */
+#if defined(PBL_CHECKS) && PBL_CHECKS
+#define PBL__ASSERT(cond)                                                      \
+  ((cond) ? (void)0 : pbl__check_failed(#cond, __FILE__, __LINE__, __func__))
+#else
+#define PBL__ASSERT(cond) ((void)0)
+#endif
+/* The caller runs on pl's loop thread. */
+#define PBL__ASSERT_LOOP(pl) PBL__ASSERT(pbl__on_loop_thread(pl))
+/* The caller runs on the thread recorded in *thread. */
+#define PBL__ASSERT_THREAD(thread) PBL__ASSERT(pbl__on_thread(thread))
+/* error.c */
+_Noreturn void pbl__check_failed(const char *cond, const char *file,
+                                 int line, const char *func);
+static inline bool pbl__on_thread(const uv_thread_t *thread) {
+  uv_thread_t self = uv_thread_self();
+  return uv_thread_equal(thread, &self) != 0;
+}
+
 /* ---- allocation (alloc.c): errno-preserving, one seam for tests ---- */
 void *pbl__malloc(size_t n);
 void *pbl__calloc(size_t n, size_t size);

@@ -92,23 +92,27 @@ static void update_ref(pbl_loop_t *pl) {
 }
 
 void pbl__loop_hold(pbl_loop_t *pl) {
+  PBL__ASSERT_LOOP(pl);
   pl->active++;
   update_ref(pl);
 }
 
 void pbl__loop_drop(pbl_loop_t *pl) {
+  PBL__ASSERT_LOOP(pl);
   pl->active--;
   update_ref(pl);
   maybe_finish_close(pl);
 }
 
 void pbl__loop_track(pbl_loop_t *pl, pbl_task_t *t) {
+  PBL__ASSERT_LOOP(pl);
   QUEUE_INSERT_TAIL(&pl->live, &t->live);
   t->lflags |= PBL__L_LIVE;
   pbl__loop_hold(pl);
 }
 
 void pbl__loop_untrack(pbl_loop_t *pl, pbl_task_t *t) {
+  PBL__ASSERT_LOOP(pl);
   QUEUE_REMOVE(&t->live);
   t->lflags &= (uint8_t)~PBL__L_LIVE;
   pbl__loop_drop(pl);
@@ -255,11 +259,13 @@ static void on_async(uv_async_t *a) {
 }
 
 void pbl__loop_member_add(pbl_loop_t *pl, pbl__member *m) {
+  PBL__ASSERT_LOOP(pl);
   QUEUE_INSERT_TAIL(&pl->members, &m->link);
   pbl__loop_ref(pl);
 }
 
 void pbl__loop_member_gone(pbl_loop_t *pl, pbl__member *m) {
+  PBL__ASSERT_LOOP(pl);
   QUEUE_REMOVE(&m->link);
   maybe_finish_close(pl);
   pbl__loop_unref(pl);
@@ -313,6 +319,7 @@ static void close_now(pbl_loop_t *pl, void (*cb)(pbl_loop_t *)) {
 }
 
 void pbl__loop_close_internal(pbl_loop_t *pl, void (*cb)(pbl_loop_t *)) {
+  PBL__ASSERT_LOOP(pl);
   close_now(pl, cb);
 }
 

@@ -201,6 +201,7 @@ static void wake_waiters(pbl_task_t *t) {
 
 bool pbl__task_end(pbl_task_t *t, pbl_task_state end, int err, void *result,
                    pbl__failure *failure, pbl__deliver_mode mode) {
+  PBL__ASSERT(mode != PBL__DELIVER_NOW || pbl__on_loop_thread(t->loop));
   pbl__task_lock(t);
   if (PBL__ENDED(atomic_load_explicit(&t->state, memory_order_relaxed))) {
     pbl__task_unlock(t);
@@ -288,6 +289,7 @@ static void deliver_locked(pbl_task_t *t) {
 }
 
 void pbl__task_deliver(pbl_task_t *t) {
+  PBL__ASSERT_LOOP(t->loop);
   pbl__task_lock(t);
   deliver_locked(t);
 }
@@ -295,6 +297,7 @@ void pbl__task_deliver(pbl_task_t *t) {
 /* Claims and runs the delivery under one hold of the stripe lock: the
  * claim (S_DELIVERY_QUEUED) would be cleared again at once. */
 bool pbl__task_deliver_due(pbl_task_t *t) {
+  PBL__ASSERT_LOOP(t->loop);
   pbl__task_lock(t);
   uint8_t f = t->sflags & (PBL__S_DELIVERY_QUEUED | PBL__S_DELIVERED);
   if (PBL__ENDED(atomic_load_explicit(&t->state, memory_order_relaxed)) &&
@@ -307,15 +310,18 @@ bool pbl__task_deliver_due(pbl_task_t *t) {
 }
 
 void pbl__task_hold(pbl_task_t *t) {
+  PBL__ASSERT_LOOP(t->loop);
   t->holds++;
 }
 
 void pbl__task_drop(pbl_task_t *t) {
+  PBL__ASSERT_LOOP(t->loop);
   if (--t->holds == 0)
     maybe_retire(t);
 }
 
 void pbl__task_take_in(pbl_task_t *t) {
+  PBL__ASSERT_LOOP(t->loop);
   if (t->lflags & PBL__L_STARTED) {
     /* A worker's notice that the function started: time it out. */
     if (!pbl__task_ended(t))
@@ -339,6 +345,7 @@ void pbl__task_take_in(pbl_task_t *t) {
  * still in flight (a child that answered and lingers): the binding only
  * closes once nothing runs. */
 void pbl__task_close_cancel(pbl_task_t *t) {
+  PBL__ASSERT_LOOP(t->loop);
   pbl__task_end(t, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
                 PBL__DELIVER_POST);
   abort_work(t);

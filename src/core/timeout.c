@@ -12,6 +12,7 @@ static void on_timer_closed(uv_handle_t *h) {
 }
 
 void pbl__timeout_disarm(pbl_task_t *t) {
+  PBL__ASSERT_LOOP(t->loop);
   if (t->x == NULL || t->x->timer == NULL)
     return;
   uv_timer_t *timer = t->x->timer;
@@ -29,6 +30,7 @@ static void on_timeout(uv_timer_t *timer) {
 }
 
 void pbl__timeout_arm(pbl_task_t *t) {
+  PBL__ASSERT_LOOP(t->loop);
   if (t->x == NULL || t->x->timeout_ms <= 0 || t->x->timer != NULL)
     return;
   /* In milliseconds: a timeout of centuries must not wrap in ns. */

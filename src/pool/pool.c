@@ -59,6 +59,7 @@ static void on_async(uv_async_t *a) {
 }
 
 void pbl__pool_item_delivered(pbl_task_t *t) {
+  PBL__ASSERT_LOOP(t->loop);
   pbl__pool_item *it = (pbl__pool_item *)t;
   if (!it->owed)
     return; /* not drained yet: the drain finds it delivered */

@@ -212,6 +212,7 @@ static void wind_down_workers(pbl__ppool *pp) {
 }
 
 void pbl__ppool_dispatch(pbl__ppool *pp) {
+  PBL__ASSERT_LOOP(pp->base.loop);
   if (pp->dispatching) { /* a kill inside: go round once more */
     pp->redispatch = true;
     return;

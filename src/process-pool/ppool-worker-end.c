@@ -12,6 +12,7 @@
 
 void pbl__pworker_init_failed(pbl__pworker *w, int err, int code,
                               const char *msg) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   pbl_pool_t *p = &w->pp->base;
   uv_mutex_lock(&p->lock);
   w->pp->starts_blocked = true;
@@ -84,6 +85,7 @@ static void detach(pbl__pworker *w) {
 }
 
 void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   if (w->state == PBL__PW_DYING)
     return;
   pbl__pool_item *head = pbl__pworker_head(w);
@@ -108,6 +110,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 }
 
 void pbl__pworker_retire(pbl__pworker *w) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   if (w->state != PBL__PW_READY)
     return;
   w->state = PBL__PW_RETIRING;
@@ -127,6 +130,7 @@ void pbl__pworker_retire(pbl__pworker *w) {
 }
 
 void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   pbl__ppool *pp = w->pp;
   char who[64], *words;
   if (w->state == PBL__PW_RETIRING && w->njobs == 0) {

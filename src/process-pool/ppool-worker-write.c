@@ -114,6 +114,7 @@ static void on_check(uv_check_t *check) {
 }
 
 void pbl__pworker_write_init(pbl__pworker *w) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   if (uv_check_init(w->pp->base.loop->uv, &w->wr_check) != 0)
     return; /* no sampling per turn: wr_done is only a lower bound */
   w->wr_check_open = true;
@@ -123,6 +124,7 @@ void pbl__pworker_write_init(pbl__pworker *w) {
 }
 
 void pbl__pworker_write_over(pbl__pworker *w) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   if (!w->wr_check_open)
     return;
   w->wr_check_open = false;
@@ -220,6 +222,7 @@ static void pwrite_go(pbl__pworker *w, pbl__pwrite *wr, int err) {
 }
 
 void pbl__pworker_send(pbl__pworker *w, pbl__pool_item **jobs, unsigned n) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   pbl__pwrite *wr = pwrite_get(w);
   if (wr == NULL) {
     write_failed(w, UV_ENOMEM);
@@ -233,6 +236,7 @@ void pbl__pworker_send(pbl__pworker *w, pbl__pool_item **jobs, unsigned n) {
 }
 
 void pbl__pworker_send_init(pbl__pworker *w) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   pbl__ppool *pp = w->pp;
   pbl__pwrite *wr = pwrite_get(w);
   if (wr == NULL) {
@@ -245,6 +249,7 @@ void pbl__pworker_send_init(pbl__pworker *w) {
 }
 
 void pbl__pworker_send_cancel(pbl__pworker *w, pbl__pitem *pi) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   pbl__pwrite *wr = pwrite_get(w);
   if (wr == NULL)
     return; /* the worker is killed if it gets to the call */
@@ -260,6 +265,7 @@ void pbl__pworker_send_cancel(pbl__pworker *w, pbl__pitem *pi) {
 }
 
 bool pbl__pworker_may_have_run(pbl__pworker *w, const pbl__pitem *pi) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   sample(w);
   if (pi->frame_end > w->wr_done)
     return false; /* not whole in its socket */

@@ -14,6 +14,7 @@ pbl__pool_item *pbl__pworker_head(const pbl__pworker *w) {
 }
 
 void pbl__pworker_vacate(pbl__pworker *w) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   if (!w->slot)
     return;
   w->slot = false;
@@ -52,6 +53,7 @@ static void job_begins(pbl__pworker *w, pbl__pool_item *job) {
 }
 
 void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   job_begins(w, job);
   item_starts(w, job);
 }
@@ -283,11 +285,13 @@ static void on_own_closed(uv_handle_t *h) {
 }
 
 void pbl__pworker_close_own(pbl__pworker *w, uv_handle_t *h) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   h->data = w;
   uv_close(h, on_own_closed);
 }
 
 void pbl__pworker_init_over(pbl__pworker *w) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
   if (!w->init_timer_open)
     return;
   w->init_timer_open = false;
@@ -323,6 +327,7 @@ static void arm_init_timer(pbl__pworker *w) {
 /* ---- start ---- */
 
 int pbl__pworker_start(pbl__ppool *pp, const pbl__pworker_events *ev) {
+  PBL__ASSERT_LOOP(pp->base.loop);
   pbl_pool_t *p = &pp->base;
   pbl__pworker *w = pbl__calloc(1, sizeof(*w));
   int err = UV_ENOMEM;

@@ -31,6 +31,7 @@ struct pbl__child {
   pbl__child_exit_cb on_exit;
   pbl__child_closed_cb on_closed;
   void *data;
+  uv_thread_t thread; /* the loop thread: everything here runs on it */
 };
 
 static void ignore_sigpipe_once(void) {
@@ -87,6 +88,7 @@ static void close_handle(pbl__child *c, uv_handle_t *h, bool *open) {
 }
 
 void pbl__child_close_stream(pbl__child *c, int fd) {
+  PBL__ASSERT_THREAD(&c->thread);
   if (fd >= 0 && fd < NPIPES)
     close_handle(c, (uv_handle_t *)&c->pipes[fd], &c->pipe_open[fd]);
 }
@@ -100,6 +102,7 @@ static void maybe_close_rest(pbl__child *c) {
 }
 
 void pbl__child_close(pbl__child *c) {
+  PBL__ASSERT_THREAD(&c->thread);
   c->owner_done = true;
   for (int fd = 0; fd < NPIPES; fd++)
     pbl__child_close_stream(c, fd);
@@ -107,6 +110,7 @@ void pbl__child_close(pbl__child *c) {
 }
 
 void pbl__child_ref(pbl__child *c, bool ref) {
+  PBL__ASSERT_THREAD(&c->thread);
   void (*set)(uv_handle_t *) = ref ? uv_ref : uv_unref;
   pbl__reaper_ref(&c->reaped, ref);
   for (int fd = 0; fd < NPIPES; fd++)
@@ -139,6 +143,7 @@ static void on_grace(uv_timer_t *timer) {
 }
 
 void pbl__child_kill(pbl__child *c, uint64_t grace_ms) {
+  PBL__ASSERT_THREAD(&c->thread);
   if (c->exited || c->sigkill_sent)
     return;
   if (c->lingering) { /* the kill replaces the wait for a clean exit */
@@ -171,6 +176,7 @@ static void on_linger(uv_timer_t *timer) {
 
 void pbl__child_expect_exit(pbl__child *c, uint64_t delay_ms,
                             uint64_t grace_ms) {
+  PBL__ASSERT_THREAD(&c->thread);
   if (c->exited || c->killing || c->grace_pending)
     return;
   c->lingering = true;
@@ -266,6 +272,7 @@ int pbl__child_spawn(uv_loop_t *loop, pbl__reaper **reaper,
   c->on_exit = o->on_exit;
   c->on_closed = o->on_closed;
   c->data = o->data;
+  c->thread = uv_thread_self();
   pbl__ignore_sigpipe();
 
   pbl__start_opts so = {

@@ -14,6 +14,7 @@ struct pbl__reaper {
   bool refd;           /* sig is ref'd */
   bool scanning;       /* on_sigchld runs: close after it, not during */
   pbl__reaper **slot;  /* the binding's pointer to us */
+  uv_thread_t thread;  /* the loop thread: everything here runs on it */
 };
 
 static void on_sig_closed(uv_handle_t *h) {
@@ -71,6 +72,7 @@ static bool reap(pbl__reaped *r, int64_t *status, int *sig) {
 }
 
 static void on_sigchld(uv_signal_t *h, int signum) {
+  PBL__ASSERT_THREAD(&((pbl__reaper *)h->data)->thread);
   (void)signum;
   pbl__reaper *rp = h->data;
   /* Each child is asked once; an on_exit may start new children (they go
@@ -112,6 +114,7 @@ static int open_reaper(pbl__reaper **slot, uv_loop_t *loop) {
   uv_unref((uv_handle_t *)&rp->sig); /* until a child asks for it */
   QUEUE_INIT(&rp->children);
   rp->slot = slot;
+  rp->thread = uv_thread_self();
   *slot = rp;
   return 0;
 }
@@ -136,10 +139,12 @@ int pbl__reaper_add(pbl__reaper **slot, uv_loop_t *loop, pbl__reaped *r,
 }
 
 void pbl__reaper_started(pbl__reaped *r, int pid) {
+  PBL__ASSERT(r->reaper == NULL || pbl__on_thread(&r->reaper->thread));
   r->pid = pid;
 }
 
 void pbl__reaper_remove(pbl__reaped *r) {
+  PBL__ASSERT(r->reaper == NULL || pbl__on_thread(&r->reaper->thread));
   pbl__reaper *rp = r->reaper;
   if (rp == NULL)
     return;
@@ -148,6 +153,7 @@ void pbl__reaper_remove(pbl__reaped *r) {
 }
 
 void pbl__reaper_ref(pbl__reaped *r, bool ref) {
+  PBL__ASSERT(r->reaper == NULL || pbl__on_thread(&r->reaper->thread));
   pbl__reaper *rp = r->reaper;
   if (r->ref == ref)
     return;
