@@ -9,7 +9,7 @@
  * taken across processes: the parent knows at send time which worker has
  * which task, and a dead worker can only take its own tasks with it.
  *
- * Dispatch (process-pool.c) runs after every drain of the pool and after
+ * Dispatch (ppool-dispatch.c) runs after every drain of the pool and after
  * every read of answers. It hands whole jobs (a task, or a map chunk) to
  * ready workers, each batch in one write: while a worker runs one job the
  * next is already in its socket, so it never waits for the parent (a

@@ -1,6 +1,6 @@
 /* Writing to a process pool's worker: calls (one batch per write) and
  * cancels, and what is known to have reached it. Loop thread only. See
- * ppool.h for the design notes.
+ * ppool-int.h for the design notes.
  *
  * Design notes.
  *

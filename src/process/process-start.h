@@ -3,7 +3,7 @@
  * Why not uv_spawn. libuv 1.44 (Debian 12's) forks on Linux: fork copies
  * the parent's page tables, so a start costs time in proportion to the
  * parent's memory and the loop stands still meanwhile (a 16 GiB server:
- * 4 starts a second, 330 ms of loop lag each). posix_spawn(3) in glibc
+ * 3 starts a second, 305 ms of loop lag each). posix_spawn(3) in glibc
  * clones with CLONE_VM | CLONE_VFORK: the child shares our memory until it
  * execs, so a start costs the same from a 16 GiB parent as from a small
  * one. The children stay ours (kill, pid, process group), and reaper.c
