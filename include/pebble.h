@@ -277,7 +277,8 @@ PBL_EXTERN int pbl_spawn(pbl_loop_t *pl, const char *const argv[],
 /* Captured output of a command (first capture_limit bytes). */
 PBL_EXTERN const void *pbl_task_stdout(const pbl_task_t *t, size_t *len);
 PBL_EXTERN const void *pbl_task_stderr(const pbl_task_t *t, size_t *len);
-/* Bytes dropped past capture_limit. */
+/* Bytes dropped past capture_limit, or past what memory allowed to keep:
+ * what is kept is always the stream's first bytes. */
 PBL_EXTERN uint64_t pbl_task_stdout_dropped(const pbl_task_t *t);
 PBL_EXTERN uint64_t pbl_task_stderr_dropped(const pbl_task_t *t);
 

@@ -130,6 +130,7 @@ bool pbl_test_run_until(uv_loop_t *loop, bool (*pred)(void *arg), void *arg,
   uv_timer_init(loop, &guard);
   uv_timer_init(loop, &tick);
   guard.data = &c;
+  tick.data = NULL; /* a uv_walk may look at it */
   uv_timer_start(&guard, on_guard, (uint64_t)timeout_ms, 0);
   uv_timer_start(&tick, on_tick, 50, 50);
   bool ok = pred(arg);

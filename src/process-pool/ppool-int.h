@@ -127,6 +127,7 @@ typedef struct pbl__pworker {
   bool init_timer_open; /* loop: init_timer is initialised, not closed */
   bool wr_check_open; /* loop: wr_check is initialised, not closed */
   bool wr_broken;     /* loop: a write failed: wr_done is final */
+  bool wr_nomem;      /* loop: killed for want of memory to write to it */
   bool unread;        /* loop: it closed its channel with bytes we sent
                          still unread (ECONNRESET): at least the last */
   unsigned own;       /* loop: handles of w's own not yet closed */

@@ -148,11 +148,21 @@ void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
   if (head != NULL && !early &&
       !pbl__pworker_may_have_run(w, (pbl__pitem *)head))
     head = NULL;
-  if (w->state == PBL__PW_STARTING) {
+  if (w->state == PBL__PW_STARTING && w->wr_nomem) {
+    pbl__pworker_init_failed(w, UV_ENOMEM, 0,
+                             "out of memory for a write to a new worker");
+  } else if (w->state == PBL__PW_STARTING) {
     char msg[192];
     snprintf(msg, sizeof(msg), "initializer did not finish: %s",
              words != NULL ? words : who);
     pbl__pworker_init_failed(w, PBL_EFAILED, 0, msg);
+  } else if (head != NULL && w->wr_nomem) {
+    /* We killed it: a write to it found no memory. Its task did not
+     * die of its own doing. */
+    pbl__task_end(&head->base, PBL_FAILED, UV_ENOMEM, NULL,
+                  pbl__failure_new(0, "out of memory for a write to its "
+                                      "worker"),
+                  PBL__DELIVER_LATER);
   } else if (head != NULL) {
     pbl_task_t *t = &head->base;
     pbl__pitem *pi = (pbl__pitem *)head;

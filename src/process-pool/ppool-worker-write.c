@@ -92,6 +92,8 @@ static void pwrite_done(pbl__pwrite *wr) {
 /* A write failed: nothing more is known to arrive, and a worker we cannot
  * write to will not answer: its exit decides. */
 static void write_failed(pbl__pworker *w, int err) {
+  if (!w->wr_broken && err == UV_ENOMEM)
+    w->wr_nomem = true; /* its end is ours, not its process's */
   w->wr_broken = true;
   if (err != UV_ECANCELED && w->state != PBL__PW_DYING && w->child != NULL)
     pbl__child_kill(w->child, 0);

@@ -6,7 +6,8 @@
  * Output is always read to its end so that a chatty command never stalls
  * on a full pipe: the first capture_limit bytes of each stream are kept
  * (read straight into a buffer that grows geometrically up to the limit),
- * the rest is read into a scratch buffer and counted as dropped.
+ * the rest is read into a scratch buffer and counted as dropped. A buffer
+ * that cannot grow (no memory) drops the rest of its stream the same way.
  *
  * The end is decided once the command exited and both its stdout and
  * stderr reached EOF: exit 0 is done; a non-zero exit failed (PBL_EFAILED,
@@ -67,7 +68,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   spawn_task *st = pbl__child_data(h->data);
   capture *c = capture_of(st, h);
   (void)suggested;
-  if (c->len < st->limit && c->cap - c->len < CHUNK / 4) {
+  /* Once bytes were dropped (the limit, or no memory to grow), none is
+   * kept after them: what is kept is always the stream's first bytes. */
+  bool keep = c->dropped == 0;
+  if (keep && c->len < st->limit && c->cap - c->len < CHUNK / 4) {
     size_t want = c->cap < CHUNK ? CHUNK : c->cap * 2;
     if (want > st->limit)
       want = st->limit;
@@ -77,7 +81,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
       c->cap = want;
     }
   }
-  if (c->len < c->cap) {
+  if (keep && c->len < c->cap) {
     buf->base = c->buf + c->len;
     buf->len = c->cap - c->len;
     return;
