@@ -43,31 +43,29 @@ if have_design:
 # a one-line page per function, type and macro (pbl_task_get.3:
 # ".so man3/pebble-tasks.3"), so that `man pbl_task_get` opens its module.
 man_make_section_directory = False
-man_pages = [
+pages = [  # (source, man page, what its NAME line says)
     ('overview', 'pebble', 'thread and process tasks as futures on a '
-     'libuv loop', [author], 3),
+     'libuv loop'),
     ('errors', 'pebble-errors', 'error codes of pebble for C: '
-     'pbl_strerror, pbl_err_name, PBL_E*', [author], 3),
+     'pbl_strerror, pbl_err_name, PBL_E*'),
     ('binding', 'pebble-binding', 'binding pebble to a uv loop: '
-     'pbl_loop_new, pbl_loop_close, pbl_default_loop', [author], 3),
+     'pbl_loop_new, pbl_loop_close, pbl_default_loop'),
     ('tasks', 'pebble-tasks', 'tasks (futures): pbl_task_get, '
-     'pbl_task_wait, pbl_task_cancel, pbl_task_on_done, accessors',
-     [author], 3),
+     'pbl_task_wait, pbl_task_cancel, pbl_task_on_done, accessors'),
     ('thread-tasks', 'pebble-threads', 'thread tasks: pbl_thread, '
-     'pbl_fail, pbl_cancelled', [author], 3),
+     'pbl_fail, pbl_cancelled'),
     ('process-tasks', 'pebble-processes', 'process tasks and workers: '
-     'pbl_process, PBL_PROCESS_FN, pbl_worker_main', [author], 3),
+     'pbl_process, PBL_PROCESS_FN, pbl_worker_main'),
     ('commands', 'pebble-commands', 'commands: pbl_spawn and their '
-     'captured output', [author], 3),
+     'captured output'),
     ('pools', 'pebble-pools', 'thread and process pools: '
-     'pbl_thread_pool_new, pbl_process_pool_new, pbl_pool_*', [author], 3),
-    ('server-guide', 'pebble-server', 'guide: pebble in a libuv server',
-     [author], 3),
-    ('examples', 'pebble-examples', "the seed's four examples", [author], 3),
+     'pbl_thread_pool_new, pbl_process_pool_new, pbl_pool_*'),
+    ('server-guide', 'pebble-server', 'guide: pebble in a libuv server'),
+    ('examples', 'pebble-examples', "the seed's four examples"),
 ]
 if have_design:
-    man_pages.append(('design', 'pebble-design', 'the design of pebble '
-                      'for C', [author], 3))
+    pages.append(('design', 'pebble-design', 'the design of pebble for C'))
+man_pages = [(doc, name, what, [author], 3) for doc, name, what in pages]
 
 # Objects that get a redirect page of their own.
 redirected = ('function', 'macro', 'type', 'struct', 'enum', 'enumerator')
