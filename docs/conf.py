@@ -38,6 +38,7 @@ if have_design:
         raise ConfigError('docs/design.md needs MyST: '
                           'apt install python3-myst-parser') from e
     extensions.append('myst_parser')
+    myst_heading_anchors = 6  # [text](#a-heading), as on a forge
 
 # Man pages: pebble(3) and one page per module; build-finished below adds
 # a one-line page per function, type and macro (pbl_task_get.3:
@@ -78,6 +79,32 @@ def add_design_page(app, docname, source):
         source[0] += '\n.. toctree::\n   :caption: Design\n\n   design\n'
 
 
+def design_anchors(app, docname, source):
+    """Points design.md's links to its <a id="X"></a> anchors at headings.
+
+    MyST makes anchors of headings only: a link (#X) to a raw HTML anchor
+    that follows a heading is pointed at that heading's anchor instead.
+    """
+    if docname != 'design':
+        return
+    from mdit_py_plugins.anchors.index import slugify, unique_slug
+    slugs, ids, heading, fence = set(), {}, None, False
+    for line in source[0].split('\n'):
+        if re.match(r'\s*(```|~~~)', line):
+            fence = not fence
+        m = None if fence else re.match(r'#{1,6}\s+(.*?)[\s#]*$', line)
+        anchor = re.fullmatch(r'\s*<a id="([^"]+)"></a>\s*', line)
+        if m:
+            heading = unique_slug(slugify(re.sub(r'[`*]', '', m.group(1))),
+                                  slugs)
+        elif anchor and heading:
+            ids[anchor.group(1)] = heading
+        elif line.strip():
+            heading = None
+    for name, slug in ids.items():
+        source[0] = source[0].replace('](#%s)' % name, '](#%s)' % slug)
+
+
 def write_man_redirects(app, exc):
     """Writes NAME.3 as ".so man3/MODULE.3" for each C object."""
     if exc is not None or app.builder.name != 'man':
@@ -102,4 +129,5 @@ def write_man_redirects(app, exc):
 
 def setup(app):
     app.connect('source-read', add_design_page)
+    app.connect('source-read', design_anchors)
     app.connect('build-finished', write_man_redirects)
