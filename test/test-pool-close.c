@@ -223,7 +223,6 @@ static void test_idle_pool_keeps_no_loop_alive(void **state) {
 }
 
 int main(void) {
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_close_completes_queued),

@@ -464,24 +464,7 @@ static void test_binding_close_with_busy_pool(void **state) {
   assert_int_equal(pbl_test_count_fds(), fds);
 }
 
-static void noop_work(uv_work_t *w) {
-  (void)w;
-}
-
-/* libuv starts its pool's threads at its first work, and they stay: have
- * them before any test counts threads. */
-static void warm_up_libuv_pool(void) {
-  uv_loop_t uv;
-  uv_work_t w;
-  assert_int_equal(uv_loop_init(&uv), 0);
-  assert_int_equal(uv_queue_work(&uv, &w, noop_work, NULL), 0);
-  assert_int_equal(uv_run(&uv, UV_RUN_DEFAULT), 0);
-  assert_int_equal(uv_loop_close(&uv), 0);
-}
-
 int main(void) {
-  pool_test_warm_up();
-  warm_up_libuv_pool();
   const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_schedule_from_many_threads),

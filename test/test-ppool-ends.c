@@ -411,7 +411,6 @@ static void test_requeued_after_initializer_fails(void **state) {
 
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_timeout_replaces_worker,
                                       pool_setup, pool_teardown),

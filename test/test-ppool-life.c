@@ -346,7 +346,6 @@ static void test_schedule_from_many_threads(void **state) {
 
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
       T(test_close_completes_queued),
       T(test_stop_leaves_none_pending),

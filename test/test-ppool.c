@@ -261,7 +261,6 @@ static void test_idle_pool_lets_loop_go(void **state) {
 
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_result_and_failure, pool_setup,
                                       pool_teardown),

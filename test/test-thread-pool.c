@@ -376,7 +376,6 @@ static void test_bad_input(void **state) {
 }
 
 int main(void) {
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_single_task),
