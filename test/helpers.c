@@ -392,6 +392,19 @@ int pbl_test_teardown(void **state) {
   return 0;
 }
 
+int pbl_test_teardown_closed(void **state) {
+  pbl_test_fixture *f = *state;
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  pbl_test_assert_no_children();
+  assert_true(pbl_test_threads_back_to(f->threads_before));
+  if (pbl_test_take_reports(true) > 0)
+    fail_msg("a process the test started reported errors or leaks (above)");
+  assert_int_equal(uv_loop_close(&f->uv), 0);
+  assert_int_equal(pbl_test_count_fds(), f->fds_before);
+  free(f);
+  return 0;
+}
+
 typedef struct {
   bool (*pred)(void *arg);
   void *arg;

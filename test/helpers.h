@@ -35,6 +35,9 @@ typedef struct {
 
 int pbl_test_setup(void **state);
 int pbl_test_teardown(void **state);
+/* For a test that closed the fixture's binding itself (and counted its
+ * closed_cb): the same proofs, after the close. */
+int pbl_test_teardown_closed(void **state);
 
 /* Open file descriptors of this process. */
 size_t pbl_test_count_fds(void);

@@ -18,6 +18,8 @@ int fn_abort(const void *in, size_t len, pbl_buf *out);
 int fn_segv(const void *in, size_t len, pbl_buf *out);  /* SIGSEGV */
 int fn_exit3(const void *in, size_t len, pbl_buf *out); /* _exit(3) */
 int fn_exit0(const void *in, size_t len, pbl_buf *out); /* exit(0) */
+/* Output = input, after leaking 4 KiB (a definite leak at exit). */
+int fn_leak(const void *in, size_t len, pbl_buf *out);
 /* Output = input, then the worker hangs at exit (an atexit handler
  * that sleeps until killed). */
 int fn_linger(const void *in, size_t len, pbl_buf *out);

@@ -259,6 +259,25 @@ static void test_idle_pool_lets_loop_go(void **state) {
   assert_false(pid_alive(pid));
 }
 
+/* A pool worker that leaked exits cleanly when its pool closes; its
+ * leak report must reach the fixture (see test-process.c's test). */
+static void test_worker_leak_is_reported(void **state) {
+  F(state);
+  if (!pbl_test_leak_checked())
+    skip();
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *t = submit(p, fn_leak, "x", 1, NULL);
+  assert_int_equal(pbl_pool_close(p), 0);
+  run_dry(f); /* the worker exits at the close, and is reaped */
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  pbl_task_release(t);
+  pool_free_and_run(f, p);
+  if (pbl_test_take_reports(false) == 0)
+    fail_msg("no leak report from the pool's worker in %s (under valgrind: "
+             "is --trace-children=yes given?)",
+             pbl_test_reports_dir());
+}
+
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
@@ -279,6 +298,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_worker_path, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_idle_pool_lets_loop_go,
+                                      pool_setup, pool_teardown),
+      cmocka_unit_test_setup_teardown(test_worker_leak_is_reported,
                                       pool_setup, pool_teardown),
   };
   return cmocka_run_group_tests_name("ppool", tests, NULL, NULL);
