@@ -317,6 +317,18 @@ int fn_init_fail(const void *in, size_t len, pbl_buf *out) {
 }
 PBL_PROCESS_FN(fn_init_fail);
 
+int fn_wait_file(const void *in, size_t len, pbl_buf *out) {
+  if (len == 0 || ((const char *)in)[len - 1] != '\0')
+    return 1;
+  for (int i = 0; i < 60000 && access(in, F_OK) != 0; i++)
+    usleep(1000); /* a worker has no loop: it looks every ms, at most 60 s */
+  if (access(in, F_OK) != 0)
+    return 2;
+  int32_t pid = (int32_t)getpid();
+  return give(out, &pid, sizeof(pid));
+}
+PBL_PROCESS_FN(fn_wait_file);
+
 int fn_init_hang_if(const void *in, size_t len, pbl_buf *out) {
   (void)out;
   if (len > 0 && ((const char *)in)[len - 1] == '\0' &&
