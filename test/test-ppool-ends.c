@@ -137,6 +137,41 @@ static void test_ignoring_sigterm(void **state) {
   pool_free_and_run(f, p);
 }
 
+static bool past(void *deadline_ns) {
+  return uv_hrtime() >= *(uint64_t *)deadline_ns;
+}
+
+/* A timeout counts from the task's start on its worker: b, queued (or
+ * pipelined) behind a that runs 1.5 s, has a 1 s timeout and does not
+ * time out; it has that second to run once a ends. */
+static void test_timeout_from_start_on_worker(void **state) {
+  F(state);
+  char go[64];
+  test_path(go, sizeof(go), "behind-go");
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *w = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f); /* the worker is up */
+  pbl_task_opts o = {.timeout_ms = 1000};
+  pbl_task_t *a = submit(p, fn_wait_file, go, strlen(go) + 1, NULL);
+  pbl_task_t *b = submit(p, fn_echo, "b", 1, &o);
+  uint64_t deadline = uv_hrtime() + 1500 * NS_PER_MS;
+  assert_true(pbl_test_run_until(&f->uv, past, &deadline, 10000));
+  assert_int_equal(pbl_task_state_of(a), PBL_RUNNING);
+  assert_int_equal(pbl_task_state_of(b), PBL_PENDING);
+  FILE *fp = fopen(go, "w");
+  assert_non_null(fp);
+  fclose(fp);
+  run_dry(f);
+  unlink(go);
+  assert_int_equal(pbl_task_error(a), 0);
+  assert_int_equal(pbl_task_error(b), 0);
+  assert_int_equal(pbl_task_pid(b), pid_result(w)); /* nobody was killed */
+  pbl_task_release(w);
+  pbl_task_release(a);
+  pbl_task_release(b);
+  pool_free_and_run(f, p);
+}
+
 /* The pool's kill_grace_ms 0 is 1000 ms, as a task's. */
 static void test_pool_default_grace(void **state) {
   F(state);
@@ -472,6 +507,8 @@ int main(int argc, char **argv) {
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_pool_default_grace, pool_setup,
                                       pool_teardown),
+      cmocka_unit_test_setup_teardown(test_timeout_from_start_on_worker,
+                                      pool_setup, pool_teardown),
       cmocka_unit_test_setup_teardown(test_dead_workers, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_killed_from_outside, pool_setup,

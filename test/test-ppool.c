@@ -107,10 +107,12 @@ static void test_max_tasks(void **state) {
  * included, and max_tasks does not count it. */
 static void test_initializer(void **state) {
   F(state);
+  char arg[] = "set by init";
   pbl_pool_opts o = {.workers = 1, .max_tasks = 1,
-                     .process_init = fn_init_keep, .init_arg = "set by init",
+                     .process_init = fn_init_keep, .init_arg = arg,
                      .init_len = 11};
   pbl_pool_t *p = new_ppool(f, &o);
+  memset(arg, '#', 11); /* copied by the call: workers start later */
   pbl_task_t *t[3];
   for (int i = 0; i < 3; i++)
     t[i] = submit(p, fn_init_seen, NULL, 0, NULL);
@@ -225,8 +227,11 @@ static void test_bad_arguments(void **state) {
 /* worker_path: the pool's workers run another program. */
 static void test_worker_path(void **state) {
   F(state);
-  pbl_pool_opts o = {.workers = 1, .worker_path = pbl_test_fixture_path()};
+  char path[4096];
+  snprintf(path, sizeof(path), "%s", pbl_test_fixture_path());
+  pbl_pool_opts o = {.workers = 1, .worker_path = path};
   pbl_pool_t *p = new_ppool(f, &o);
+  memset(path, 0, sizeof(path)); /* copied by the call: workers start later */
   pbl_task_t *t = submit(p, fn_hello, NULL, 0, NULL);
   pbl_task_t *u = submit(p, fn_echo, "x", 1, NULL); /* not in the fixture */
   run_dry(f);

@@ -36,10 +36,12 @@ static void record_cb(pbl_task_t *t, void *data) {
 static void test_done_task_end_data(void **state) {
   pbl_test_fixture *f = *state;
   cb_record r = {.loop_thread = f->loop_thread};
-  pbl_task_opts o = {.on_done = record_cb, .data = &r, .name = "sum"};
+  char name[] = "sum";
+  pbl_task_opts o = {.on_done = record_cb, .data = &r, .name = name};
   pbl_task_t *t;
   int value = 3;
   assert_int_equal(pbl_thread(f->pl, identity, &value, &o, &t), 0);
+  memcpy(name, "XYZ", 3); /* the name was copied by the call */
   assert_true(pbl_task_id(t) > 0);
   assert_string_equal(pbl_task_name(t), "sum");
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
