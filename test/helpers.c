@@ -303,7 +303,7 @@ static void noop_thread(void *arg) {
   (void)arg;
 }
 
-static void warm_up(void) {
+void pbl_test_warm_up(void) {
   static bool done;
   uv_loop_t l;
   uv_work_t w;
@@ -329,7 +329,7 @@ bool pbl_test_threads_back_to(size_t n) {
 int pbl_test_setup(void **state) {
   pbl_test_fixture *f = calloc(1, sizeof(*f));
   assert_non_null(f);
-  warm_up();
+  pbl_test_warm_up();
   f->threads_before = pbl_test_count_threads();
   f->fds_before = pbl_test_count_fds();
   assert_int_equal(uv_loop_init(&f->uv), 0);

@@ -34,6 +34,10 @@ typedef struct {
 } pbl_test_fixture;
 
 int pbl_test_setup(void **state);
+/* What the first setup does once, for a test that counts fds or threads
+ * without the fixture: libuv's process-wide fds and pool threads, and
+ * TSan's thread, made before the count; the reports directory. */
+void pbl_test_warm_up(void);
 int pbl_test_teardown(void **state);
 /* For a test that closed the fixture's binding itself (and counted its
  * closed_cb): the same proofs, after the close. */

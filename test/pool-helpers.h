@@ -13,6 +13,7 @@
 #define pool_setup pbl_test_setup
 #define pool_teardown pbl_test_teardown
 #define pool_test_threads_back_to pbl_test_threads_back_to
+#define pool_test_warm_up pbl_test_warm_up
 
 /* A serial number per thread, never reused (pthread ids are). */
 static _Atomic int pool_test_next_serial;
