@@ -1,6 +1,5 @@
-/* What the pool test programs share: a fixture that also proves no thread
- * outlived the test, thread identities that are never reused, and small
- * task functions. Header-only: each test program includes it once. */
+/* What the pool test programs share: thread identities that are never
+ * reused, and small task functions. Header-only: each test program includes it once. */
 #ifndef PBL_TEST_POOL_HELPERS_H
 #define PBL_TEST_POOL_HELPERS_H
 
@@ -10,40 +9,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-static size_t pool_test_threads_before;
-
-static inline int pool_setup(void **state) {
-  pool_test_threads_before = pbl_test_count_threads();
-  return pbl_test_setup(state);
-}
-
-/* true once the process has `n` threads again. A joined thread may stay
- * listed for a moment (the kernel reaps it after pthread_join returns), so
- * this looks again for a while: the join itself is what synchronised. */
-static inline bool pool_test_threads_back_to(size_t n) {
-  for (int i = 0; i < 2000 && pbl_test_count_threads() != n; i++)
-    uv_sleep(1);
-  return pbl_test_count_threads() == n;
-}
-
-/* The fixture's proof, plus: every pool thread was joined. */
-static inline int pool_teardown(void **state) {
-  int err = pbl_test_teardown(state);
-  assert_true(pool_test_threads_back_to(pool_test_threads_before));
-  return err;
-}
-
-static inline void noop_thread(void *arg) {
-  (void)arg;
-}
-
-/* ThreadSanitizer starts a thread of its own at the first thread create:
- * have it before any test counts threads. */
-static inline void pool_test_warm_up(void) {
-  uv_thread_t t;
-  assert_int_equal(uv_thread_create(&t, noop_thread, NULL), 0);
-  assert_int_equal(uv_thread_join(&t), 0);
-}
+/* The fixture proves every pool thread was joined (its thread count). */
+#define pool_setup pbl_test_setup
+#define pool_teardown pbl_test_teardown
+#define pool_test_threads_back_to pbl_test_threads_back_to
+#define pool_test_warm_up pbl_test_warm_up
 
 /* A serial number per thread, never reused (pthread ids are). */
 static _Atomic int pool_test_next_serial;

@@ -65,6 +65,11 @@ static inline bool file_exists(const char *path) {
   return access(path, F_OK) == 0;
 }
 
+/* file_exists as a predicate for pbl_test_run_until. */
+static inline bool file_exists_cb(void *path) {
+  return file_exists(path);
+}
+
 /* The pid fn_pid returned. */
 static inline int32_t pid_result(pbl_task_t *t) {
   size_t len = 0;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -70,6 +71,18 @@ int fn_exit3(const void *in, size_t len, pbl_buf *out) {
   _exit(3);
 }
 PBL_PROCESS_FN(fn_exit3);
+
+/* Its only pointer is dropped before the worker exits: a definite leak. */
+static void *volatile leak_sink;
+
+int fn_leak(const void *in, size_t len, pbl_buf *out) {
+  leak_sink = malloc(4096);
+  if (leak_sink != NULL)
+    memset((void *)leak_sink, 'l', 4096);
+  leak_sink = NULL;
+  return give(out, in, len);
+}
+PBL_PROCESS_FN(fn_leak);
 
 int fn_exit0(const void *in, size_t len, pbl_buf *out) {
   (void)in, (void)len, (void)out;
@@ -168,11 +181,17 @@ int fn_list_fds(const void *in, size_t len, pbl_buf *out) {
   if (d == NULL)
     return 1;
   int self = dirfd(d);
+  /* Valgrind, tracing this worker, keeps fds of its own (its log, the
+   * executable) above the fd limit it gives the program: not ours. */
+  struct rlimit lim;
+  long above = getrlimit(RLIMIT_NOFILE, &lim) == 0 ? (long)lim.rlim_cur : -1;
   int fds[64], n = 0;
   struct dirent *e;
-  while ((e = readdir(d)) != NULL && n < 64)
-    if (e->d_name[0] != '.' && atoi(e->d_name) != self)
-      fds[n++] = atoi(e->d_name);
+  while ((e = readdir(d)) != NULL && n < 64) {
+    int fd = atoi(e->d_name);
+    if (e->d_name[0] != '.' && fd != self && (above < 0 || fd < above))
+      fds[n++] = fd;
+  }
   closedir(d);
   for (int i = 0; i < n; i++) /* readdir's order is not numeric */
     for (int j = i + 1; j < n; j++)
@@ -297,6 +316,18 @@ int fn_init_fail(const void *in, size_t len, pbl_buf *out) {
   return 1;
 }
 PBL_PROCESS_FN(fn_init_fail);
+
+int fn_wait_file(const void *in, size_t len, pbl_buf *out) {
+  if (len == 0 || ((const char *)in)[len - 1] != '\0')
+    return 1;
+  for (int i = 0; i < 60000 && access(in, F_OK) != 0; i++)
+    usleep(1000); /* a worker has no loop: it looks every ms, at most 60 s */
+  if (access(in, F_OK) != 0)
+    return 2;
+  int32_t pid = (int32_t)getpid();
+  return give(out, &pid, sizeof(pid));
+}
+PBL_PROCESS_FN(fn_wait_file);
 
 int fn_init_hang_if(const void *in, size_t len, pbl_buf *out) {
   (void)out;

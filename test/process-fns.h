@@ -18,6 +18,8 @@ int fn_abort(const void *in, size_t len, pbl_buf *out);
 int fn_segv(const void *in, size_t len, pbl_buf *out);  /* SIGSEGV */
 int fn_exit3(const void *in, size_t len, pbl_buf *out); /* _exit(3) */
 int fn_exit0(const void *in, size_t len, pbl_buf *out); /* exit(0) */
+/* Output = input, after leaking 4 KiB (a definite leak at exit). */
+int fn_leak(const void *in, size_t len, pbl_buf *out);
 /* Output = input, then the worker hangs at exit (an atexit handler
  * that sleeps until killed). */
 int fn_linger(const void *in, size_t len, pbl_buf *out);
@@ -56,6 +58,10 @@ int fn_init_fail(const void *in, size_t len, pbl_buf *out);
  * (NUL-terminated) exists, else returns at once: workers started while
  * the file exists hang in their initializer, the others do not. */
 int fn_init_hang_if(const void *in, size_t len, pbl_buf *out);
+/* Returns once the file named by its input (NUL-terminated) exists (fails
+ * after 60 s), with the worker's pid as an int32_t: a task the test holds
+ * running until it makes the file. */
+int fn_wait_file(const void *in, size_t len, pbl_buf *out);
 /* Runs `sh -c "exit 7"` and returns its exit status as an int32_t. */
 int fn_run_child(const void *in, size_t len, pbl_buf *out);
 /* Sleeps the input's first u32 in ms, then creates the file named by the

@@ -136,19 +136,22 @@ static void test_join_from_own_thread(void **state) {
 typedef struct {
   pbl_pool_t *pool;
   pbl_test_gate gate; /* opened once the other tasks are queued */
+  int err;            /* pbl_pool_stop's, asserted on the main thread */
+  bool cancelled;     /* pbl_cancelled() right after it */
 } stop_arg;
 
 static void *stop_own_pool(void *arg) {
   stop_arg *a = arg;
   pbl_test_gate_pass(&a->gate);
-  assert_int_equal(pbl_pool_stop(a->pool), 0);
-  return pbl_cancelled() ? (void *)1 : NULL;
+  a->err = pbl_pool_stop(a->pool);
+  a->cancelled = pbl_cancelled(); /* its own task is stopped too */
+  return NULL;
 }
 
 static void test_stop_from_task(void **state) {
   pbl_test_fixture *f = *state;
   pbl_pool_t *p = new_pool(f, 1, 0);
-  stop_arg a = {.pool = p};
+  stop_arg a = {.pool = p, .err = -1};
   pbl_test_gate_init(&a.gate);
   pool_cb_count c = {0};
   pbl_task_opts o = {.on_done = count_cb, .data = &c};
@@ -160,6 +163,8 @@ static void test_stop_from_task(void **state) {
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   assert_int_equal(c.calls, 5);
   assert_int_equal(c.cancelled, 5); /* the stopper's own task included */
+  assert_int_equal(a.err, 0);
+  assert_true(a.cancelled);
   assert_int_equal(pbl_task_state_of(first), PBL_CANCELLED);
   assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, NULL),
                    PBL_ECLOSED);
@@ -223,7 +228,6 @@ static void test_idle_pool_keeps_no_loop_alive(void **state) {
 }
 
 int main(void) {
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_close_completes_queued),

@@ -180,7 +180,6 @@ static void test_push_meets_failing_init(void **state) {
 }
 
 int main(void) {
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_initializer_visible),

@@ -245,7 +245,6 @@ static void test_map_without_tasks(void **state) {
 }
 
 int main(void) {
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_map_order_and_chunks),

@@ -63,26 +63,32 @@ static void test_cancel_running(void **state) {
 
 /* A task cancelled while it waits on a worker behind another never
  * runs: the worker drops it before it starts, and is not killed: the task
- * before it and the next one finish on it. */
+ * before it and the next one finish on it. The task before it runs until
+ * the test lets it go, so b is still waiting when it is cancelled. */
 static void test_cancel_pipelined(void **state) {
   F(state);
-  char path[64];
+  char path[64], go[64];
   test_path(path, sizeof(path), "skipped");
+  test_path(go, sizeof(go), "go");
   pbl_pool_t *p = new_ppool_n(f, 1, 0);
   sleep_touch_in in;
   pbl_buf b_in = sleep_touch(&in, 0, path);
-  pbl_task_t *a = submit_ms(p, 300, NULL);
+  pbl_task_t *a = submit(p, fn_wait_file, go, strlen(go) + 1, NULL);
   pbl_task_t *b = submit(p, fn_sleep_touch, b_in.data, b_in.len, NULL);
   pbl_task_t *d = submit(p, fn_pid, NULL, 0, NULL);
   assert_true(pbl_test_run_until(&f->uv, task_running, a, 30000));
   assert_int_equal(pbl_task_state_of(b), PBL_PENDING);
   assert_int_equal(pbl_task_cancel(b), 0);
+  FILE *fp = fopen(go, "w"); /* a may finish now */
+  assert_non_null(fp);
+  fclose(fp);
   run_dry(f);
+  unlink(go);
   assert_int_equal(pbl_task_error(a), 0);
   assert_int_equal(pbl_task_state_of(b), PBL_CANCELLED);
   assert_false(file_exists(path)); /* its function never ran */
   assert_int_equal(pbl_task_error(d), 0);
-  assert_int_equal(pbl_task_pid(a), pid_result(d)); /* nobody was killed */
+  assert_int_equal(pid_result(a), pid_result(d)); /* nobody was killed */
   pbl_pool_stats_t st;
   assert_int_equal(pbl_pool_stats(p, &st), 0);
   assert_int_equal(st.respawned, 0);
@@ -95,17 +101,95 @@ static void test_cancel_pipelined(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 28: a task that ignores SIGTERM still ends on its timeout and
- * its worker dies by SIGKILL after the grace. */
+#define NS_PER_MS 1000000ull
+
+/* Scenario 28: a task that ignores SIGTERM still ends on its timeout,
+ * and its worker dies by SIGKILL after the pool's grace -- the default of
+ * its tasks' -- not before. The worker is started first, so the timeout
+ * (counted from the task's start on its worker) gives it 1 s to ignore
+ * SIGTERM, which takes microseconds. Lower bounds are taken from before
+ * what they follow, so a slow test only makes them longer. */
 static void test_ignoring_sigterm(void **state) {
   F(state);
-  pbl_pool_opts po = {.workers = 1, .kill_grace_ms = 100};
+  char path[64];
+  test_path(path, sizeof(path), "ignoring");
+  pbl_pool_opts po = {.workers = 1, .kill_grace_ms = 3000};
   pbl_pool_t *p = new_ppool(f, &po);
-  pbl_task_opts o = {.timeout_ms = 200};
-  pbl_task_t *t = submit(p, fn_ignore_term, NULL, 0, &o);
-  run_dry(f);
+  pbl_task_t *w = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f); /* the worker is up */
+  int pid = pid_result(w);
+  pbl_task_release(w);
+  pbl_task_opts o = {.timeout_ms = 1000};
+  uint64_t submitted = uv_hrtime();
+  pbl_task_t *t = submit(p, fn_ignore_term, path, strlen(path), &o);
+  assert_true(pbl_test_run_until(&f->uv, task_ended, t, 60000));
   assert_int_equal(pbl_task_state_of(t), PBL_TIMED_OUT);
-  assert_false(pid_alive(pbl_task_pid(t)));
+  assert_int_equal(pbl_task_pid(t), pid);
+  assert_true(file_exists(path)); /* it ignored SIGTERM in time */
+  unlink(path);
+  /* Ended at once; the worker lives on for the grace (3 s from the end
+   * this check follows at once). */
+  assert_false(pbl_test_pid_gone(&pid));
+  assert_true(pbl_test_run_until(&f->uv, pbl_test_pid_gone, &pid, 60000));
+  uint64_t took = uv_hrtime() - submitted;
+  assert_true(took >= (1000 + 3000 - 20) * NS_PER_MS); /* not the 1 s default */
+  pbl_task_release(t);
+  pool_free_and_run(f, p);
+}
+
+static bool past(void *deadline_ns) {
+  return uv_hrtime() >= *(uint64_t *)deadline_ns;
+}
+
+/* A timeout counts from the task's start on its worker: b, queued (or
+ * pipelined) behind a that runs 1.5 s, has a 1 s timeout and does not
+ * time out; it has that second to run once a ends. */
+static void test_timeout_from_start_on_worker(void **state) {
+  F(state);
+  char go[64];
+  test_path(go, sizeof(go), "behind-go");
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *w = submit(p, fn_pid, NULL, 0, NULL);
+  run_dry(f); /* the worker is up */
+  pbl_task_opts o = {.timeout_ms = 1000};
+  pbl_task_t *a = submit(p, fn_wait_file, go, strlen(go) + 1, NULL);
+  pbl_task_t *b = submit(p, fn_echo, "b", 1, &o);
+  uint64_t deadline = uv_hrtime() + 1500 * NS_PER_MS;
+  assert_true(pbl_test_run_until(&f->uv, past, &deadline, 10000));
+  assert_int_equal(pbl_task_state_of(a), PBL_RUNNING);
+  assert_int_equal(pbl_task_state_of(b), PBL_PENDING);
+  FILE *fp = fopen(go, "w");
+  assert_non_null(fp);
+  fclose(fp);
+  run_dry(f);
+  unlink(go);
+  assert_int_equal(pbl_task_error(a), 0);
+  assert_int_equal(pbl_task_error(b), 0);
+  assert_int_equal(pbl_task_pid(b), pid_result(w)); /* nobody was killed */
+  pbl_task_release(w);
+  pbl_task_release(a);
+  pbl_task_release(b);
+  pool_free_and_run(f, p);
+}
+
+/* The pool's kill_grace_ms 0 is 1000 ms, as a task's. */
+static void test_pool_default_grace(void **state) {
+  F(state);
+  char path[64];
+  test_path(path, sizeof(path), "ignoring-default");
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *t = submit(p, fn_ignore_term, path, strlen(path), NULL);
+  assert_true(pbl_test_run_until(&f->uv, task_running, t, 60000));
+  assert_true(pbl_test_run_until(&f->uv, file_exists_cb, path, 60000));
+  unlink(path);
+  int pid = pbl_task_pid(t);
+  uint64_t cancelled = uv_hrtime();
+  assert_int_equal(pbl_task_cancel(t), 0);
+  assert_false(pbl_test_pid_gone(&pid));
+  assert_true(pbl_test_run_until(&f->uv, pbl_test_pid_gone, &pid, 60000));
+  uint64_t took = uv_hrtime() - cancelled;
+  assert_true(took >= (1000 - 20) * NS_PER_MS);
+  assert_true(took < 30000 * NS_PER_MS);
   pbl_task_release(t);
   pool_free_and_run(f, p);
 }
@@ -364,7 +448,8 @@ static void test_initializer_times_out(void **state) {
 }
 
 /* A task requeued after an initializer failed is not left waiting for a
- * start that never comes. Here worker 1 starts fine and takes a and b
+ * start that never comes (4 s for a healthy worker to start and run its
+ * initializer: traced by valgrind, 1 s was too short). Here worker 1 starts fine and takes a and b
  * (pipelined); worker 2, started for c, hangs in its initializer: past
  * init_timeout_ms c fails and starts are blocked. Then a is cancelled:
  * worker 1 is killed and b, which never ran, goes back to the queue. b
@@ -376,7 +461,7 @@ static void test_requeued_after_initializer_fails(void **state) {
   test_path(path, sizeof(path), "init-hangs");
   pbl_pool_opts o = {.workers = 2, .process_init = fn_init_hang_if,
                      .init_arg = path, .init_len = strlen(path) + 1,
-                     .init_timeout_ms = 1000, .kill_grace_ms = 100};
+                     .init_timeout_ms = 4000, .kill_grace_ms = 100};
   pbl_pool_t *p = new_ppool(f, &o);
   pbl_task_t *a = submit(p, fn_sleep, NULL, 0, NULL);
   pbl_task_t *b = submit(p, fn_pid, NULL, 0, NULL);
@@ -388,7 +473,7 @@ static void test_requeued_after_initializer_fails(void **state) {
   assert_true(pbl_test_run_until(&f->uv, task_ended, c, 30000));
   assert_int_equal(pbl_task_state_of(c), PBL_FAILED);
   assert_string_equal(pbl_task_message(c),
-                      "initializer timed out after 1000 ms");
+                      "initializer timed out after 4000 ms");
   assert_int_equal(pbl_task_state_of(b), PBL_PENDING); /* behind a */
   assert_int_equal(unlink(path), 0); /* the next worker starts fine */
   assert_int_equal(pbl_task_cancel(a), 0);
@@ -411,7 +496,6 @@ static void test_requeued_after_initializer_fails(void **state) {
 
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_timeout_replaces_worker,
                                       pool_setup, pool_teardown),
@@ -421,6 +505,10 @@ int main(int argc, char **argv) {
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_ignoring_sigterm, pool_setup,
                                       pool_teardown),
+      cmocka_unit_test_setup_teardown(test_pool_default_grace, pool_setup,
+                                      pool_teardown),
+      cmocka_unit_test_setup_teardown(test_timeout_from_start_on_worker,
+                                      pool_setup, pool_teardown),
       cmocka_unit_test_setup_teardown(test_dead_workers, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_killed_from_outside, pool_setup,

@@ -60,7 +60,7 @@ static void test_stop_leaves_none_pending(void **state) {
   assert_true(pbl_test_run_until(&f->uv, task_running, t[0], 30000));
   assert_int_equal(pbl_pool_stop(p), 0);
   for (int i = 0; i < 10; i++) /* at once, before any loop turn */
-    assert_true(pbl_task_state_of(t[i]) >= PBL_DONE);
+    assert_int_equal(pbl_task_state_of(t[i]), PBL_CANCELLED);
   assert_int_equal(pbl_pool_process(p, fn_pid, NULL, 0, NULL, NULL),
                    PBL_ECLOSED);
   run_dry(f);
@@ -266,16 +266,53 @@ static void test_stats_add_up(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* queue_limit counts tasks waiting for a worker. */
+/* queue_limit counts tasks waiting for a worker (before the loop turns
+ * no worker has taken any): past it a call is refused and nothing of it
+ * is made, queued or run; a map is taken whole or not at all (the limit
+ * counts its inputs); once the queue drained, tasks are taken again. */
 static void test_queue_limit(void **state) {
   F(state);
   pbl_pool_opts o = {.workers = 1, .queue_limit = 2};
   pbl_pool_t *p = new_ppool(f, &o);
   pbl_task_t *a = submit(p, fn_pid, NULL, 0, NULL);
   pbl_task_t *b = submit(p, fn_pid, NULL, 0, NULL);
-  assert_int_equal(pbl_pool_process(p, fn_pid, NULL, 0, NULL, NULL),
+  pbl_task_t *refused = NULL;
+  assert_int_equal(pbl_pool_process(p, fn_pid, NULL, 0, NULL, &refused),
                    UV_EAGAIN);
+  assert_null(refused);
+  pbl_buf one = {"x", 1};
+  pbl_task_t *ts[3] = {NULL, NULL, NULL};
+  assert_int_equal(pbl_pool_map_process(p, fn_echo, &one, 1, 1, NULL, ts),
+                   UV_EAGAIN);
+  assert_null(ts[0]);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.queued, 2);
   run_dry(f);
+  assert_int_equal(pbl_task_error(a), 0);
+  assert_int_equal(pbl_task_error(b), 0);
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.done, 2); /* the refused ones never ran */
+  assert_int_equal(st.queued, 0);
+  /* All or none: three inputs do not fit, two do. */
+  pbl_buf in[3] = {{"a", 1}, {"b", 1}, {"c", 1}};
+  assert_int_equal(pbl_pool_map_process(p, fn_echo, in, 3, 1, NULL, ts),
+                   UV_EAGAIN);
+  for (int i = 0; i < 3; i++)
+    assert_null(ts[i]);
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.queued, 0);
+  assert_int_equal(pbl_pool_map_process(p, fn_echo, in, 2, 1, NULL, ts), 0);
+  run_dry(f);
+  assert_int_equal(pbl_pool_stats(p, &st), 0);
+  assert_int_equal(st.done, 4);
+  for (int i = 0; i < 2; i++) {
+    size_t len;
+    const char *r = pbl_task_bytes(ts[i], &len);
+    assert_int_equal(len, 1);
+    assert_int_equal(r[0], "ab"[i]);
+    pbl_task_release(ts[i]);
+  }
   pbl_task_release(a);
   pbl_task_release(b);
   pool_free_and_run(f, p);
@@ -346,7 +383,6 @@ static void test_schedule_from_many_threads(void **state) {
 
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
       T(test_close_completes_queued),
       T(test_stop_leaves_none_pending),

@@ -232,7 +232,6 @@ static void test_death_mid_big_chunk(void **state) {
 
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
       T(test_order_and_chunks), T(test_edges),
       T(test_error_item),       T(test_timeout_per_chunk),

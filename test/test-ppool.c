@@ -107,10 +107,12 @@ static void test_max_tasks(void **state) {
  * included, and max_tasks does not count it. */
 static void test_initializer(void **state) {
   F(state);
+  char arg[] = "set by init";
   pbl_pool_opts o = {.workers = 1, .max_tasks = 1,
-                     .process_init = fn_init_keep, .init_arg = "set by init",
+                     .process_init = fn_init_keep, .init_arg = arg,
                      .init_len = 11};
   pbl_pool_t *p = new_ppool(f, &o);
+  memset(arg, '#', 11); /* copied by the call: workers start later */
   pbl_task_t *t[3];
   for (int i = 0; i < 3; i++)
     t[i] = submit(p, fn_init_seen, NULL, 0, NULL);
@@ -225,8 +227,11 @@ static void test_bad_arguments(void **state) {
 /* worker_path: the pool's workers run another program. */
 static void test_worker_path(void **state) {
   F(state);
-  pbl_pool_opts o = {.workers = 1, .worker_path = pbl_test_fixture_path()};
+  char path[4096];
+  snprintf(path, sizeof(path), "%s", pbl_test_fixture_path());
+  pbl_pool_opts o = {.workers = 1, .worker_path = path};
   pbl_pool_t *p = new_ppool(f, &o);
+  memset(path, 0, sizeof(path)); /* copied by the call: workers start later */
   pbl_task_t *t = submit(p, fn_hello, NULL, 0, NULL);
   pbl_task_t *u = submit(p, fn_echo, "x", 1, NULL); /* not in the fixture */
   run_dry(f);
@@ -259,9 +264,27 @@ static void test_idle_pool_lets_loop_go(void **state) {
   assert_false(pid_alive(pid));
 }
 
+/* A pool worker that leaked exits cleanly when its pool closes; its
+ * leak report must reach the fixture (see test-process.c's test). */
+static void test_worker_leak_is_reported(void **state) {
+  F(state);
+  if (!pbl_test_leak_checked())
+    skip();
+  pbl_pool_t *p = new_ppool_n(f, 1, 0);
+  pbl_task_t *t = submit(p, fn_leak, "x", 1, NULL);
+  assert_int_equal(pbl_pool_close(p), 0);
+  run_dry(f); /* the worker exits at the close, and is reaped */
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  pbl_task_release(t);
+  pool_free_and_run(f, p);
+  if (pbl_test_take_reports(false) == 0)
+    fail_msg("no leak report from the pool's worker in %s (under valgrind: "
+             "is --trace-children=yes given?)",
+             pbl_test_reports_dir());
+}
+
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
-  pool_test_warm_up();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_result_and_failure, pool_setup,
                                       pool_teardown),
@@ -280,6 +303,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_worker_path, pool_setup,
                                       pool_teardown),
       cmocka_unit_test_setup_teardown(test_idle_pool_lets_loop_go,
+                                      pool_setup, pool_teardown),
+      cmocka_unit_test_setup_teardown(test_worker_leak_is_reported,
                                       pool_setup, pool_teardown),
   };
   return cmocka_run_group_tests_name("ppool", tests, NULL, NULL);

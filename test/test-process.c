@@ -324,6 +324,23 @@ static void test_submit_from_thread(void **state) {
   assert_int_equal(s.len, 4);
 }
 
+/* A worker that leaks still answers and exits, and its task ends done:
+ * only its leak report tells, and the fixture's teardown fails a test
+ * that left one. This proves the reports are collected: it runs where
+ * leaks are checked (ASan, valgrind with --trace-children=yes). */
+static void test_worker_leak_is_reported(void **state) {
+  F(state);
+  if (!pbl_test_leak_checked())
+    skip();
+  pbl_task_t *t = run(f, fn_leak, "x", 1, NULL);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  pbl_task_release(t);
+  if (pbl_test_take_reports(false) == 0)
+    fail_msg("no leak report from the worker in %s (under valgrind: is "
+             "--trace-children=yes given?)",
+             pbl_test_reports_dir());
+}
+
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
@@ -345,6 +362,7 @@ int main(int argc, char **argv) {
       T(test_deadlock_refused),
       T(test_get_from_thread),
       T(test_submit_from_thread),
+      T(test_worker_leak_is_reported),
 #undef T
   };
   return cmocka_run_group_tests_name("process", tests, NULL, NULL);

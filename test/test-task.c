@@ -36,10 +36,12 @@ static void record_cb(pbl_task_t *t, void *data) {
 static void test_done_task_end_data(void **state) {
   pbl_test_fixture *f = *state;
   cb_record r = {.loop_thread = f->loop_thread};
-  pbl_task_opts o = {.on_done = record_cb, .data = &r, .name = "sum"};
+  char name[] = "sum";
+  pbl_task_opts o = {.on_done = record_cb, .data = &r, .name = name};
   pbl_task_t *t;
   int value = 3;
   assert_int_equal(pbl_thread(f->pl, identity, &value, &o, &t), 0);
+  memcpy(name, "XYZ", 3); /* the name was copied by the call */
   assert_true(pbl_task_id(t) > 0);
   assert_string_equal(pbl_task_name(t), "sum");
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
@@ -108,10 +110,28 @@ static void test_pbl_fail_without_message(void **state) {
   pbl_task_release(t);
 }
 
+static void fail_in_callback(pbl_task_t *t, void *data) {
+  (void)t;
+  pbl_fail(3, "too late"); /* the loop thread, outside any task */
+  (*(int *)data)++;
+}
+
+/* Outside a task pbl_fail does nothing: called on this thread before a
+ * task, or from a task's callback after its end, it touches no task. */
 static void test_pbl_fail_outside_a_task_does_nothing(void **state) {
-  (void)state;
+  pbl_test_fixture *f = *state;
   pbl_fail(1, "nobody listens");
-  assert_false(pbl_cancelled());
+  int calls = 0;
+  pbl_task_opts o = {.on_done = fail_in_callback, .data = &calls};
+  pbl_task_t *t;
+  assert_int_equal(pbl_thread(f->pl, identity, &calls, &o, &t), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(calls, 1);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  assert_int_equal(pbl_task_error(t), 0);
+  assert_int_equal(pbl_task_fail_code(t), 0);
+  assert_string_equal(pbl_task_message(t), "done");
+  pbl_task_release(t);
 }
 
 /* ---- callbacks ---- */
@@ -394,7 +414,8 @@ int main(void) {
                                       pbl_test_setup, pbl_test_teardown),
       cmocka_unit_test_setup_teardown(test_pbl_fail_without_message,
                                       pbl_test_setup, pbl_test_teardown),
-      cmocka_unit_test(test_pbl_fail_outside_a_task_does_nothing),
+      cmocka_unit_test_setup_teardown(test_pbl_fail_outside_a_task_does_nothing,
+                                      pbl_test_setup, pbl_test_teardown),
       cmocka_unit_test_setup_teardown(test_callback_set_after_end_fires_later,
                                       pbl_test_setup, pbl_test_teardown),
       cmocka_unit_test_setup_teardown(

@@ -173,8 +173,14 @@ static void released_cb(pbl_task_t *t, void *data) {
   p->state = pbl_task_state_of(t);
 }
 
+typedef struct {
+  pbl_task_t *t;
+  int err; /* pbl_task_cancel's, asserted on the main thread */
+} cancel_arg;
+
 static void cancel_task_on_thread(void *arg) {
-  assert_int_equal(pbl_task_cancel(arg), 0);
+  cancel_arg *a = arg;
+  a->err = pbl_task_cancel(a->t);
 }
 
 static void test_cancel_released_queued_task_from_thread(void **state) {
@@ -189,8 +195,10 @@ static void test_cancel_released_queued_task_from_thread(void **state) {
   assert_int_equal(pbl_thread(f->pl, identity, NULL, &o, &queued), 0);
   pbl_task_retain(queued); /* the cancelling thread's */
   uv_thread_t th;
-  assert_int_equal(uv_thread_create(&th, cancel_task_on_thread, queued), 0);
+  cancel_arg ca = {queued, -1};
+  assert_int_equal(uv_thread_create(&th, cancel_task_on_thread, &ca), 0);
   assert_int_equal(uv_thread_join(&th), 0);
+  assert_int_equal(ca.err, 0);
   pbl_task_release(queued);
   pbl_task_release(queued); /* only the library holds it now */
   uv_run(&f->uv, UV_RUN_NOWAIT); /* the delivery, with the pool blocked */
@@ -249,20 +257,22 @@ static void open_after(uv_timer_t *timer) {
   pbl_test_gate_open(timer->data);
 }
 
-/* Queued behind a blocker for 300 ms, a task with a 150 ms timeout does
- * not time out: the timeout counts from its start. */
+/* Queued behind a blocker for 1.5 s, a task with a 1 s timeout does not
+ * time out: the timeout counts from its start (it has that second to run
+ * once the blocker ends). */
 static void test_timeout_counts_from_the_start(void **state) {
   pbl_test_fixture *f = *state;
   pbl_test_gate gate;
   pbl_test_gate_init(&gate);
   pbl_task_t *blocker, *t;
   assert_int_equal(pbl_thread(f->pl, gated, &gate, NULL, &blocker), 0);
-  pbl_task_opts o = {.timeout_ms = 150};
+  pbl_task_opts o = {.timeout_ms = 1000};
   assert_int_equal(pbl_thread(f->pl, identity, NULL, &o, &t), 0);
   uv_timer_t timer;
   uv_timer_init(&f->uv, &timer);
   timer.data = &gate;
-  uv_timer_start(&timer, open_after, 300, 0);
+  uv_update_time(&f->uv);
+  uv_timer_start(&timer, open_after, 1500, 0);
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   assert_int_equal(pbl_task_state_of(t), PBL_DONE);
   uv_close((uv_handle_t *)&timer, NULL);
@@ -280,14 +290,17 @@ typedef struct {
   int closed;
   int callbacks_at_close;
   pbl_test_gate gate;
+  _Atomic int saw_cancelled; /* pbl_cancelled() once let go: -1 not yet */
 } close_ctx;
 
 static close_ctx *closing;
 
+/* Let go after the binding's close: its flag must be up by then. */
 static void *run_until_released(void *arg) {
   close_ctx *c = arg;
   pbl_test_gate_pass(&c->gate);
-  return pbl_cancelled() ? NULL : (void *)1;
+  atomic_store(&c->saw_cancelled, pbl_cancelled() ? 1 : 0);
+  return NULL;
 }
 
 static void close_cb(pbl_task_t *t, void *data) {
@@ -310,6 +323,7 @@ static void test_close_with_tasks_in_flight(void **state) {
   uv_loop_t uv;
   pbl_loop_t *pl;
   close_ctx c = {0};
+  atomic_init(&c.saw_cancelled, -1);
   closing = &c;
   pbl_test_gate_init(&c.gate);
   assert_int_equal(uv_loop_init(&uv), 0);
@@ -328,6 +342,7 @@ static void test_close_with_tasks_in_flight(void **state) {
   assert_int_equal(c.closed, 1);
   assert_int_equal(c.callbacks_at_close, 3);
   assert_int_equal(c.cancelled, 3);
+  assert_int_equal(atomic_load(&c.saw_cancelled), 1); /* raised by close */
   assert_int_equal(uv_loop_close(&uv), 0);
   pbl_task_release(running);
   pbl_task_release(queued1);

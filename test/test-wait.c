@@ -129,6 +129,13 @@ static void test_wait_any_returns_the_first_ended(void **state) {
   assert_int_equal(uv_thread_join(&th), 0);
   assert_int_equal(w.err, 0);
   assert_int_equal(w.index, 17);
+  /* Several ended: the lowest index is the one reported. */
+  assert_int_equal(pbl_task_cancel(ts[12]), 0);
+  assert_int_equal(pbl_task_cancel(ts[5]), 0);
+  assert_int_equal(uv_thread_create(&th, any_on_thread, &w), 0);
+  assert_int_equal(uv_thread_join(&th), 0);
+  assert_int_equal(w.err, 0);
+  assert_int_equal(w.index, 5);
   for (int i = 0; i < N; i++)
     pbl_test_gate_open(&gates[i]);
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
