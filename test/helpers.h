@@ -43,6 +43,12 @@ int pbl_test_teardown(void **state);
  * closed_cb): the same proofs, after the close. */
 int pbl_test_teardown_closed(void **state);
 
+/* In a test: the fixture, as f. */
+#define F(state) pbl_test_fixture *f = *(state)
+/* In a test list: a test with the fixture around it. */
+#define T(name)                                                                \
+  cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
+
 /* Open file descriptors of this process. */
 size_t pbl_test_count_fds(void);
 /* Threads of this process. */

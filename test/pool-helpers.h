@@ -10,8 +10,6 @@
 #include <stdlib.h>
 
 /* The fixture proves every pool thread was joined (its thread count). */
-#define pool_setup pbl_test_setup
-#define pool_teardown pbl_test_teardown
 #define pool_test_threads_back_to pbl_test_threads_back_to
 #define pool_test_warm_up pbl_test_warm_up
 

@@ -11,8 +11,6 @@
 #include "pool-helpers.h"
 #include "process-fns.h"
 
-#define F(state) pbl_test_fixture *f = *(state)
-
 /* A process pool on the fixture's binding. */
 static inline pbl_pool_t *new_ppool(pbl_test_fixture *f,
                                     const pbl_pool_opts *o) {

@@ -229,7 +229,6 @@ static void test_idle_pool_keeps_no_loop_alive(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_close_completes_queued),
       T(test_stop_leaves_none_pending),
       T(test_join_rules_on_loop_thread),
@@ -238,7 +237,6 @@ int main(void) {
       T(test_stop_from_task),
       T(test_stop_from_callback),
       T(test_idle_pool_keeps_no_loop_alive),
-#undef T
   };
   return cmocka_run_group_tests_name("pool-close", tests, NULL, NULL);
 }

@@ -181,12 +181,10 @@ static void test_push_meets_failing_init(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_initializer_visible),
       T(test_recycled_thread_runs_init),
       T(test_failing_initializer),
       T(test_push_meets_failing_init),
-#undef T
   };
   return cmocka_run_group_tests_name("pool-init", tests, NULL, NULL);
 }

@@ -470,7 +470,6 @@ static void test_binding_close_with_busy_pool(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_schedule_from_many_threads),
       T(test_schedule_from_task_and_callback),
       T(test_cancel_races),
@@ -482,7 +481,6 @@ int main(void) {
       T(test_cancel_running_from_callback),
       T(test_stop_from_callback_delivers_first),
       cmocka_unit_test(test_binding_close_with_busy_pool),
-#undef T
   };
   return cmocka_run_group_tests_name("pool-life", tests, NULL, NULL);
 }

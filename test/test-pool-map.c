@@ -246,7 +246,6 @@ static void test_map_without_tasks(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_map_order_and_chunks),
       T(test_map_empty_and_single),
       T(test_map_bad_input),
@@ -255,7 +254,6 @@ int main(void) {
       T(test_map_chunk_times_out),
       T(test_map_cancel_one),
       T(test_map_without_tasks),
-#undef T
   };
   return cmocka_run_group_tests_name("pool-map", tests, NULL, NULL);
 }

@@ -228,7 +228,6 @@ static void test_death_mid_big_chunk(void **state) {
   death_mid_chunk(f, (size_t)1 << 20);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, pool_setup, pool_teardown)
 
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);

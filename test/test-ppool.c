@@ -286,26 +286,16 @@ static void test_worker_leak_is_reported(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_result_and_failure, pool_setup,
-                                      pool_teardown),
-      cmocka_unit_test_setup_teardown(test_two_workers_two_pids, pool_setup,
-                                      pool_teardown),
-      cmocka_unit_test_setup_teardown(test_max_tasks, pool_setup,
-                                      pool_teardown),
-      cmocka_unit_test_setup_teardown(test_initializer, pool_setup,
-                                      pool_teardown),
-      cmocka_unit_test_setup_teardown(test_failing_initializer, pool_setup,
-                                      pool_teardown),
-      cmocka_unit_test_setup_teardown(test_task_starts_child, pool_setup,
-                                      pool_teardown),
-      cmocka_unit_test_setup_teardown(test_bad_arguments, pool_setup,
-                                      pool_teardown),
-      cmocka_unit_test_setup_teardown(test_worker_path, pool_setup,
-                                      pool_teardown),
-      cmocka_unit_test_setup_teardown(test_idle_pool_lets_loop_go,
-                                      pool_setup, pool_teardown),
-      cmocka_unit_test_setup_teardown(test_worker_leak_is_reported,
-                                      pool_setup, pool_teardown),
+      T(test_result_and_failure),
+      T(test_two_workers_two_pids),
+      T(test_max_tasks),
+      T(test_initializer),
+      T(test_failing_initializer),
+      T(test_task_starts_child),
+      T(test_bad_arguments),
+      T(test_worker_path),
+      T(test_idle_pool_lets_loop_go),
+      T(test_worker_leak_is_reported),
   };
   return cmocka_run_group_tests_name("ppool", tests, NULL, NULL);
 }

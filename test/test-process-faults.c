@@ -10,7 +10,6 @@
 #include "helpers.h"
 #include "process-fns.h"
 
-#define F(state) pbl_test_fixture *f = *(state)
 
 static int fail_spawn, fail_read_start, fail_write; /* the code to return */
 /* A slow start: the wrapped posix_spawn waits this long first (as a fork
@@ -145,14 +144,11 @@ static void test_slow_start_keeps_timeout(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-#define T(name)                                                                \
-  cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
       T(test_spawn_fails),
       T(test_read_start_fails),
       T(test_write_fails),
       T(test_slow_start_keeps_timeout),
       T(test_command_spawn_fails),
-#undef T
   };
   return cmocka_run_group_tests_name("process-faults", tests, NULL, NULL);
 }

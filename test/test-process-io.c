@@ -11,7 +11,6 @@
 #include "helpers.h"
 #include "process-fns.h"
 
-#define F(state) pbl_test_fixture *f = *(state)
 
 static void test_64mib_each_way(void **state) {
   F(state);
@@ -150,13 +149,10 @@ static void test_many_one_shot_tasks(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-#define T(name)                                                                \
-  cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
       T(test_64mib_each_way),
       T(test_chatty_worker),
       T(test_no_fd_leaks_into_workers),
       T(test_many_one_shot_tasks),
-#undef T
   };
   return cmocka_run_group_tests_name("process-io", tests, NULL, NULL);
 }

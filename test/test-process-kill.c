@@ -13,7 +13,6 @@
 #include "helpers.h"
 #include "process-fns.h"
 
-#define F(state) pbl_test_fixture *f = *(state)
 #define NS_PER_MS 1000000ull
 /* The grace, less what libuv's coarse loop clock (CLOCK_MONOTONIC_COARSE,
  * a tick of a few ms) may shave off a timer. */
@@ -313,8 +312,6 @@ static void test_close_kills_lingering_worker(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-#define T(name)                                                                \
-  cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
       T(test_timeout),
       T(test_timeout_not_reached),
       T(test_cancel_running),
@@ -329,7 +326,6 @@ int main(int argc, char **argv) {
                                       pbl_test_teardown_closed),
       cmocka_unit_test_setup_teardown(test_close_kills_lingering_worker,
                                       pbl_test_setup, pbl_test_teardown_closed),
-#undef T
   };
   return cmocka_run_group_tests_name("process-kill", tests, NULL, NULL);
 }

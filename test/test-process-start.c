@@ -15,7 +15,6 @@
 #include "helpers.h"
 #include "process-fns.h"
 
-#define F(state) pbl_test_fixture *f = *(state)
 
 static void assert_out(const pbl_task_t *t, const char *want) {
   size_t len;
@@ -415,8 +414,6 @@ static void test_linger_from_exit(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-#define T(name)                                                                \
-  cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
       T(test_big_parent),
       T(test_own_uv_spawn_beside),
       T(test_command_gets_no_other_fd),
@@ -427,7 +424,6 @@ int main(int argc, char **argv) {
       T(test_pool_timeout_from_call),
       T(test_init_timeout_from_call),
       T(test_linger_from_exit),
-#undef T
   };
   return cmocka_run_group_tests_name("process-start", tests, NULL, NULL);
 }

@@ -9,7 +9,6 @@
 #include "helpers.h"
 #include "process-fns.h"
 
-#define F(state) pbl_test_fixture *f = *(state)
 
 /* Runs t's loop until every task retired; returns t. */
 static pbl_task_t *run(pbl_test_fixture *f, pbl_process_fn fn, const void *in,
@@ -344,8 +343,6 @@ static void test_worker_leak_is_reported(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-#define T(name)                                                                \
-  cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
       T(test_result_bytes),
       T(test_empty_input),
       T(test_fail_message),
@@ -363,7 +360,6 @@ int main(int argc, char **argv) {
       T(test_get_from_thread),
       T(test_submit_from_thread),
       T(test_worker_leak_is_reported),
-#undef T
   };
   return cmocka_run_group_tests_name("process", tests, NULL, NULL);
 }

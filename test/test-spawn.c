@@ -8,7 +8,6 @@
 
 #include "helpers.h"
 
-#define F(state) pbl_test_fixture *f = *(state)
 
 static pbl_task_t *run(pbl_test_fixture *f, const char *const argv[],
                        const pbl_spawn_opts *o) {
@@ -301,8 +300,6 @@ static void test_copies(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define T(name)                                                                \
-  cmocka_unit_test_setup_teardown(name, pbl_test_setup, pbl_test_teardown)
       T(test_exit_zero_is_done),
       T(test_exit_codes_fail),
       T(test_foreign_signal_expires),
@@ -317,7 +314,6 @@ int main(void) {
       T(test_timeout_in_grace_after_exit),
       T(test_bad_input),
       T(test_copies),
-#undef T
   };
   return cmocka_run_group_tests_name("spawn", tests, NULL, NULL);
 }

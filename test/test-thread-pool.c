@@ -382,7 +382,6 @@ static void test_bad_input(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, pool_setup, pool_teardown)
       T(test_single_task),
       T(test_five_tasks_two_threads),
       T(test_max_tasks_recycles),
@@ -394,7 +393,6 @@ int main(void) {
       T(test_timeout_counts_from_start),
       T(test_stats_add_up),
       T(test_bad_input),
-#undef T
   };
   return cmocka_run_group_tests_name("thread-pool", tests, NULL, NULL);
 }

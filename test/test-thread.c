@@ -422,21 +422,16 @@ int main(void) {
    * first uv_queue_work. */
   setenv("UV_THREADPOOL_SIZE", "1", 1);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_submit_from_several_threads,
-                                      pbl_test_setup, pbl_test_teardown),
-      cmocka_unit_test_setup_teardown(test_cancel_queued_tasks,
-                                      pbl_test_setup, pbl_test_teardown),
+      T(test_submit_from_several_threads),
+      T(test_cancel_queued_tasks),
       cmocka_unit_test_setup_teardown(
           test_cancel_released_queued_task_from_thread, pbl_test_setup,
           pbl_test_teardown),
-      cmocka_unit_test_setup_teardown(test_timeout_ends_a_running_task,
-                                      pbl_test_setup, pbl_test_teardown),
-      cmocka_unit_test_setup_teardown(test_timeout_counts_from_the_start,
-                                      pbl_test_setup, pbl_test_teardown),
+      T(test_timeout_ends_a_running_task),
+      T(test_timeout_counts_from_the_start),
       cmocka_unit_test(test_close_with_tasks_in_flight),
       cmocka_unit_test(test_close_from_another_thread),
-      cmocka_unit_test_setup_teardown(test_fs_work_is_not_starved,
-                                      pbl_test_setup, pbl_test_teardown),
+      T(test_fs_work_is_not_starved),
   };
   return cmocka_run_group_tests_name("thread", tests, NULL, NULL);
 }

@@ -243,22 +243,17 @@ static void test_huge_timeouts_do_not_wrap(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_get_times_out_on_another_thread,
-                                      pbl_test_setup, pbl_test_teardown),
-      cmocka_unit_test_setup_teardown(test_get_wakes_when_the_task_ends,
-                                      pbl_test_setup, pbl_test_teardown),
+      T(test_get_times_out_on_another_thread),
+      T(test_get_wakes_when_the_task_ends),
       cmocka_unit_test_setup_teardown(
           test_loop_thread_wait_is_edeadlk_poll_is_fine, pbl_test_setup,
           pbl_test_teardown),
-      cmocka_unit_test_setup_teardown(test_wait_any_returns_the_first_ended,
-                                      pbl_test_setup, pbl_test_teardown),
-      cmocka_unit_test_setup_teardown(test_wait_all_waits_for_every_task,
-                                      pbl_test_setup, pbl_test_teardown),
+      T(test_wait_any_returns_the_first_ended),
+      T(test_wait_all_waits_for_every_task),
       cmocka_unit_test_setup_teardown(
           test_wait_ends_on_cancel_from_another_thread, pbl_test_setup,
           pbl_test_teardown),
-      cmocka_unit_test_setup_teardown(test_huge_timeouts_do_not_wrap,
-                                      pbl_test_setup, pbl_test_teardown),
+      T(test_huge_timeouts_do_not_wrap),
   };
   return cmocka_run_group_tests_name("wait", tests, NULL, NULL);
 }
