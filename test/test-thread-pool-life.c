@@ -482,5 +482,5 @@ int main(void) {
       T(test_stop_from_callback_delivers_first),
       cmocka_unit_test(test_binding_close_with_busy_pool),
   };
-  return cmocka_run_group_tests_name("pool-life", tests, NULL, NULL);
+  return cmocka_run_group_tests_name("thread-pool-life", tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
 /* What the process pool test programs share. Header-only: each test
  * program includes it once. These programs are their own workers. */
-#ifndef PBL_TEST_PPOOL_HELPERS_H
-#define PBL_TEST_PPOOL_HELPERS_H
+#ifndef PBL_TEST_PROCESS_POOL_HELPERS_H
+#define PBL_TEST_PROCESS_POOL_HELPERS_H
 
 #include <stdint.h>
 #include <stdio.h>

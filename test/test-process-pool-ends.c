@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "ppool-helpers.h"
+#include "process-pool-helpers.h"
 
 /* Scenarios 9 and 13: a timed-out task ends at once, its worker is
  * killed, and the next task runs in a new worker. */
@@ -514,5 +514,5 @@ int main(int argc, char **argv) {
       T(test_requeued_after_initializer_fails),
       T(test_initializer_times_out),
   };
-  return cmocka_run_group_tests_name("ppool-ends", tests, NULL, NULL);
+  return cmocka_run_group_tests_name("process-pool-ends", tests, NULL, NULL);
 }

@@ -4,7 +4,7 @@
  * (PEBBLE.md §3). */
 #include <stdlib.h>
 
-#include "ppool-helpers.h"
+#include "process-pool-helpers.h"
 
 static uint32_t *values(size_t n, uint32_t mul) {
   uint32_t *v = malloc(n * sizeof(*v));
@@ -237,5 +237,5 @@ int main(int argc, char **argv) {
       T(test_cancel_one),       T(test_death_mid_chunk),
       T(test_death_mid_big_chunk),
   };
-  return cmocka_run_group_tests_name("ppool-map", tests, NULL, NULL);
+  return cmocka_run_group_tests_name("process-pool-map", tests, NULL, NULL);
 }

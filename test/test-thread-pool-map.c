@@ -255,5 +255,5 @@ int main(void) {
       T(test_map_cancel_one),
       T(test_map_without_tasks),
   };
-  return cmocka_run_group_tests_name("pool-map", tests, NULL, NULL);
+  return cmocka_run_group_tests_name("thread-pool-map", tests, NULL, NULL);
 }

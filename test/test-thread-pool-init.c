@@ -186,5 +186,5 @@ int main(void) {
       T(test_failing_initializer),
       T(test_push_meets_failing_init),
   };
-  return cmocka_run_group_tests_name("pool-init", tests, NULL, NULL);
+  return cmocka_run_group_tests_name("thread-pool-init", tests, NULL, NULL);
 }

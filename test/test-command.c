@@ -315,5 +315,5 @@ int main(void) {
       T(test_bad_input),
       T(test_copies),
   };
-  return cmocka_run_group_tests_name("spawn", tests, NULL, NULL);
+  return cmocka_run_group_tests_name("command", tests, NULL, NULL);
 }

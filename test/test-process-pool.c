@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "ppool-helpers.h"
+#include "process-pool-helpers.h"
 
 /* Scenarios 1, 3, 4, 27: a result, a callback, a failure that does not
  * touch the next task on the same worker. */
@@ -297,5 +297,5 @@ int main(int argc, char **argv) {
       T(test_idle_pool_lets_loop_go),
       T(test_worker_leak_is_reported),
   };
-  return cmocka_run_group_tests_name("ppool", tests, NULL, NULL);
+  return cmocka_run_group_tests_name("process-pool", tests, NULL, NULL);
 }

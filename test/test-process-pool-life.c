@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "ppool-helpers.h"
+#include "process-pool-helpers.h"
 
 static void assert_all_gone(const int *pids, int n) {
   for (int i = 0; i < n; i++)
@@ -394,5 +394,5 @@ int main(int argc, char **argv) {
       T(test_queue_limit),
       T(test_schedule_from_many_threads),
   };
-  return cmocka_run_group_tests_name("ppool-life", tests, NULL, NULL);
+  return cmocka_run_group_tests_name("process-pool-life", tests, NULL, NULL);
 }

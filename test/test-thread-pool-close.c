@@ -238,5 +238,5 @@ int main(void) {
       T(test_stop_from_callback),
       T(test_idle_pool_keeps_no_loop_alive),
   };
-  return cmocka_run_group_tests_name("pool-close", tests, NULL, NULL);
+  return cmocka_run_group_tests_name("thread-pool-close", tests, NULL, NULL);
 }
