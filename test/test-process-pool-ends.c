@@ -1,6 +1,6 @@
 /* Process pools: how tasks end when their worker does not answer --
  * timeouts, cancels, workers that die, malformed data -- and what the pool
- * does next. Pebble's process-pool scenarios by number (PEBBLE.md §3). */
+ * does next. Pebble's process-pool behaviours (docs/design.md, B6-B9). */
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,7 +8,7 @@
 
 #include "process-pool-helpers.h"
 
-/* Scenarios 9 and 13: a timed-out task ends at once, its worker is
+/* B6: a timed-out task ends at once, its worker is
  * killed, and the next task runs in a new worker. */
 static void test_timeout_replaces_worker(void **state) {
   F(state);
@@ -37,7 +37,7 @@ static void test_timeout_replaces_worker(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenarios 10 and 14: a cancel of a running task kills its worker. */
+/* B8: a cancel of a running task kills its worker. */
 static void test_cancel_running(void **state) {
   F(state);
   pbl_pool_t *p = new_ppool_n(f, 1, 0);
@@ -103,7 +103,7 @@ static void test_cancel_pipelined(void **state) {
 
 #define NS_PER_MS 1000000ull
 
-/* Scenario 28: a task that ignores SIGTERM still ends on its timeout,
+/* B9: a task that ignores SIGTERM still ends on its timeout,
  * and its worker dies by SIGKILL after the pool's grace -- the default of
  * its tasks' -- not before. The worker is started first, so the timeout
  * (counted from the task's start on its worker) gives it 1 s to ignore
@@ -205,7 +205,7 @@ static void expect_expired(pbl_task_t *t, int status, int sig,
   assert_string_equal(pbl_task_message(t), want);
 }
 
-/* Scenario 29 and Pebble's hang: a worker that dies -- a signal, an exit
+/* B7, and Pebble's hang: a worker that dies -- a signal, an exit
  * status, exit 0 in the middle of a task -- expires only that task. */
 static void test_dead_workers(void **state) {
   F(state);

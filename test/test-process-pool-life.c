@@ -2,7 +2,7 @@
  * stop, join, free, closing the binding, large arguments, several
  * scheduling threads. Every task must reach an end state, and no worker
  * process, handle or fd may be left. Pebble's process-pool scenarios by
- * number (PEBBLE.md §3). */
+ * behaviour (docs/design.md, B11-B15). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +15,7 @@ static void assert_all_gone(const int *pids, int n) {
       assert_false(pid_alive(pids[i]));
 }
 
-/* Scenarios 17, 18, 23: close completes ten queued tasks; a join after
+/* B11, B13: close completes ten queued tasks; a join after
  * uv_run() returns at once; zero worker processes are left. */
 static void test_close_completes_queued(void **state) {
   F(state);
@@ -48,7 +48,7 @@ static void test_close_completes_queued(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenarios 19 and 23: stop cancels queued tasks and kills running ones
+/* B12, B13: stop cancels queued tasks and kills running ones
  * at once; none stays pending; no worker is left after the join. */
 static void test_stop_leaves_none_pending(void **state) {
   F(state);
@@ -76,7 +76,7 @@ static void test_stop_leaves_none_pending(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenarios 24, 25 on the default loop, so this thread is not the loop
+/* B13 on the default loop, so this thread is not the loop
  * thread: two long tasks, close, join(300 ms) times out; stop + join then
  * succeeds. */
 static void test_join_timeout_then_stop(void **state) {
@@ -103,7 +103,7 @@ static void test_join_timeout_then_stop(void **state) {
   pbl_pool_free(p);
 }
 
-/* Scenario 20: a callback that stops its pool; later schedules fail. */
+/* B14: a callback that stops its pool; later schedules fail. */
 typedef struct {
   pbl_pool_t *pool;
   int calls, refused;
@@ -136,7 +136,7 @@ static void test_stop_from_callback(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenarios 21, 22, 43: a 100 MiB argument is echoed intact; stop while
+/* B15: a 100 MiB argument is echoed intact; stop while
  * such arguments are in flight does not hang. */
 enum { BIG = 100 << 20 };
 

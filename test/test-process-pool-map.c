@@ -1,7 +1,7 @@
 /* pbl_pool_map_process: order, chunks, empty input, chunk 0, an error
  * item, the timeout per chunk, cancel of one item, a worker dying in the
  * middle of a chunk. Pebble's process-pool scenarios by number
- * (PEBBLE.md §3). */
+ * (docs/design.md, B17-B21). */
 #include <stdlib.h>
 
 #include "process-pool-helpers.h"
@@ -32,7 +32,7 @@ static uint32_t u32_result(pbl_task_t *t) {
   return v;
 }
 
-/* Scenario 30: results in input order; a chunk runs on one worker. */
+/* B17: results in input order; a chunk runs on one worker. */
 static void test_order_and_chunks(void **state) {
   F(state);
   enum { N = 20, CHUNK = 3 };
@@ -59,7 +59,7 @@ static void test_order_and_chunks(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenarios 30, 32: empty input, chunk 0, bad inputs. */
+/* B17, B18: empty input, chunk 0, bad inputs. */
 static void test_edges(void **state) {
   F(state);
   pbl_pool_t *p = new_ppool_n(f, 1, 0);
@@ -84,7 +84,7 @@ static void test_edges(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 35: an error fails only its item. */
+/* B19: an error fails only its item. */
 static void test_error_item(void **state) {
   F(state);
   pbl_pool_t *p = new_ppool_n(f, 1, 0);
@@ -106,7 +106,7 @@ static void test_error_item(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenarios 33, 34: the timeout applies per chunk: 20 x 40 ms in chunks
+/* B20: the timeout applies per chunk: 20 x 40 ms in chunks
  * of 5 pass a 2 s timeout; a chunk of sleepers all time out. */
 static void test_timeout_per_chunk(void **state) {
   F(state);
@@ -139,7 +139,7 @@ static void test_timeout_per_chunk(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 36, done per item: a cancel ends only that item; it never
+/* B21, done per item: a cancel ends only that item; it never
  * runs (its worker drops it before it starts), and the items after it in
  * its chunk still run on the same worker: nobody is killed. */
 static void test_cancel_one(void **state) {

@@ -1,12 +1,12 @@
 /* Process pools: results, failures, pids, max_tasks, initializers, the
- * options. Pebble's process-pool scenarios by number (PEBBLE.md §3). */
+ * options. Pebble's process-pool behaviours (docs/design.md, B1-B5, B16). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "process-pool-helpers.h"
 
-/* Scenarios 1, 3, 4, 27: a result, a callback, a failure that does not
+/* B1: a result, a callback, a failure that does not
  * touch the next task on the same worker. */
 static void test_result_and_failure(void **state) {
   F(state);
@@ -40,7 +40,7 @@ static void test_result_and_failure(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 11: five tasks on two workers use exactly two pids. */
+/* B2: five tasks on two workers use exactly two pids. */
 static void test_two_workers_two_pids(void **state) {
   F(state);
   pbl_pool_t *p = new_ppool_n(f, 2, 0);
@@ -79,7 +79,7 @@ static void test_two_workers_two_pids(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 12: one worker, max_tasks 2, four tasks: two pids, and the
+/* B3: one worker, max_tasks 2, four tasks: two pids, and the
  * second worker counts as a respawn. */
 static void test_max_tasks(void **state) {
   F(state);
@@ -103,7 +103,7 @@ static void test_max_tasks(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 15: the initializer runs first in every worker, respawns
+/* B4: the initializer runs first in every worker, respawns
  * included, and max_tasks does not count it. */
 static void test_initializer(void **state) {
   F(state);
@@ -131,7 +131,7 @@ static void test_initializer(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 16, done better: a failing initializer fails the queued tasks
+/* B5, done better: a failing initializer fails the queued tasks
  * at once with its words, and no worker starts until a task arrives. */
 static void test_failing_initializer(void **state) {
   F(state);
@@ -164,7 +164,7 @@ static void test_failing_initializer(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 38: a task may start a child process of its own. */
+/* B16: a task may start a child process of its own. */
 static void test_task_starts_child(void **state) {
   F(state);
   pbl_pool_t *p = new_ppool_n(f, 1, 0);

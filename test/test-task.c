@@ -1,4 +1,4 @@
-/* The task rules of DESIGN.md "Tasks": states, one end, callbacks exactly
+/* The task rules (docs/design.md, R3-R8): states, one end, callbacks exactly
  * once on the loop thread and never inside the call that set them,
  * pbl_task_on_done replacement and UV_EALREADY, cancel's return values,
  * references, and bad input. Thread tasks serve as the vehicle. */

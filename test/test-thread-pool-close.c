@@ -1,9 +1,9 @@
-/* Pool life cycle: close, stop and join (PEBBLE.md 48-49, 17-25), done
+/* Pool life cycle: close, stop and join (docs/design.md, B11-B14), done
  * better than Pebble: stop leaves no task pending, join says PBL_EDEADLK
  * where it could never finish, and an idle pool keeps no loop alive. */
 #include "pool-helpers.h"
 
-/* Scenario 48: close completes ten queued tasks. */
+/* B11: close completes ten queued tasks. */
 static void test_close_completes_queued(void **state) {
   pbl_test_fixture *f = *state;
   pbl_pool_t *p = new_pool(f, 2, 0);
@@ -25,7 +25,7 @@ static void test_close_completes_queued(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 48, done better than Pebble: stop leaves no task pending:
+/* B12, done better than Pebble: stop leaves no task pending:
  * queued ones end cancelled at once, the running one is flagged. */
 static void test_stop_leaves_none_pending(void **state) {
   pbl_test_fixture *f = *state;
@@ -58,7 +58,7 @@ static void test_stop_leaves_none_pending(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 48: join on a running pool is a usage error. On the loop
+/* B13: join on a running pool is a usage error. On the loop
  * thread, a join that needs callbacks delivered is PBL_EDEADLK, but a
  * zero timeout is a look, as for pbl_task_wait. */
 static void test_join_rules_on_loop_thread(void **state) {
@@ -81,7 +81,7 @@ static void test_join_rules_on_loop_thread(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 25/48 on the default loop, so this thread is not the loop
+/* B13 on the default loop, so this thread is not the loop
  * thread: two long tasks, close, join(400 ms) times out; stop + join
  * then succeeds. The pool is made from this (foreign) thread too. */
 static void test_join_timeout_then_stop(void **state) {
@@ -132,7 +132,7 @@ static void test_join_from_own_thread(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 49: stop called from inside a task. */
+/* B14: stop called from inside a task. */
 typedef struct {
   pbl_pool_t *pool;
   pbl_test_gate gate; /* opened once the other tasks are queued */
@@ -174,7 +174,7 @@ static void test_stop_from_task(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 49: stop called from a callback. */
+/* B14: stop called from a callback. */
 typedef struct {
   pbl_pool_t *pool;
   int calls;

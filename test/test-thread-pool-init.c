@@ -1,10 +1,10 @@
-/* Thread pool initializers (PEBBLE.md 47), done better than Pebble: what
+/* Thread pool initializers (docs/design.md, B4 and B5), done better than Pebble: what
  * init sets is visible to tasks, it runs again in every replacement
  * thread, and a failing one fails the waiting tasks at once with its
  * message while the pool never spins. */
 #include "pool-helpers.h"
 
-/* Scenario 47: what init sets in its thread is visible to tasks. */
+/* B4: what init sets in its thread is visible to tasks. */
 static _Thread_local intptr_t init_value;
 static _Atomic int init_calls;
 
@@ -67,7 +67,7 @@ static void test_recycled_thread_runs_init(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 47, done better than Pebble: a failing initializer fails the
+/* B5, done better than Pebble: a failing initializer fails the
  * waiting tasks at once with its message; no thread respawns until a new
  * task arrives, which gets a new try. */
 static void *failing_init(void *arg) {

@@ -1,4 +1,4 @@
-/* pbl_pool_map_thread: Pebble's map scenarios (PEBBLE.md 51-53, 30-36):
+/* pbl_pool_map_thread: Pebble's map behaviours (docs/design.md, B17-B21):
  * order, empty and single inputs, chunk 0, an error in one item, a
  * timeout per chunk, cancel of one item, and chunks running whole on one
  * worker. */
@@ -25,7 +25,7 @@ static void *double_it(void *arg) {
   return (void *)(it->value * 2);
 }
 
-/* Scenarios 30/51: results in input order; a chunk runs whole, in order,
+/* B17: results in input order; a chunk runs whole, in order,
  * on one worker. */
 static void test_map_order_and_chunks(void **state) {
   pbl_test_fixture *f = *state;
@@ -58,7 +58,7 @@ static void test_map_order_and_chunks(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenarios 30/51: empty and single inputs; chunksize 1. */
+/* B17: empty and single inputs; chunksize 1. */
 static void test_map_empty_and_single(void **state) {
   pbl_test_fixture *f = *state;
   pbl_pool_t *p = new_pool(f, 1, 0);
@@ -78,7 +78,7 @@ static void test_map_empty_and_single(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenarios 32/51: chunksize 0 is refused, as are other bad arguments. */
+/* B18: chunksize 0 is refused, as are other bad arguments. */
 static void test_map_bad_input(void **state) {
   pbl_test_fixture *f = *state;
   pbl_pool_t *p = new_pool(f, 1, 0);
@@ -105,7 +105,7 @@ static void test_map_bad_input(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenarios 35/51: an error fails only its item. */
+/* B19: an error fails only its item. */
 static void *fail_on_two(void *arg) {
   if ((intptr_t)arg == 2)
     pbl_fail(2, "no twos");
@@ -140,7 +140,7 @@ static void test_map_error_in_one_item(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 34: the timeout applies per chunk: thirty 50 ms items in
+/* B20: the timeout applies per chunk: thirty 50 ms items in
  * chunks of two on one worker take 1.5 s, past the 1 s timeout, yet each
  * chunk (100 ms) is well within it, with 900 ms to spare for a loaded
  * machine or a sanitizer. */
@@ -164,7 +164,7 @@ static void test_map_timeout_per_chunk(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 33: a chunk that runs past its timeout times out whole: the
+/* B20: a chunk that runs past its timeout times out whole: the
  * running item is flagged, the items after it never start. */
 static void test_map_chunk_times_out(void **state) {
   pbl_test_fixture *f = *state;
@@ -186,7 +186,7 @@ static void test_map_chunk_times_out(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenarios 36/52: cancel of one item cancels that one only. */
+/* B21: cancel of one item cancels that one only. */
 static _Atomic int ran_mask;
 
 static pbl_test_gate first_gate; /* holds item 0, so the rest wait */

@@ -1,12 +1,12 @@
-/* Thread pools: Python Pebble's thread-pool scenarios (PEBBLE.md 44-50)
- * and the pool rules of DESIGN.md "Pools": workers and recycling, the
+/* Thread pools: Python Pebble's thread-pool scenarios (docs/design.md, B1-B5, B10-B14)
+ * and the pool rules (docs/design.md, R12): workers and recycling, the
  * initializer, close/stop/join/free, queue_limit, timeouts, cancel,
  * stats, and where pools may be used from. */
 #include "pool-helpers.h"
 
 #include <string.h>
 
-/* Scenario 44: one task, its result and its callback. */
+/* B1: one task, its result and its callback. */
 static void test_single_task(void **state) {
   pbl_test_fixture *f = *state;
   pbl_pool_t *p = new_pool(f, 1, 0);
@@ -28,7 +28,7 @@ static void test_single_task(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 46: five tasks on two workers run on exactly two threads. The
+/* B2: five tasks on two workers run on exactly two threads. The
  * first two hold until both workers are in, so both must start. */
 typedef struct {
   pbl_test_gate gate;
@@ -79,7 +79,7 @@ static void test_five_tasks_two_threads(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 46: one worker, max_tasks 2, four tasks: two threads. */
+/* B3: one worker, max_tasks 2, four tasks: two threads. */
 static void test_max_tasks_recycles(void **state) {
   pbl_test_fixture *f = *state;
   pbl_pool_t *p = new_pool(f, 1, 2);
@@ -140,7 +140,7 @@ static void test_cancel_running(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 50: a failed task does not affect the next on its worker. */
+/* B1: a failed task does not affect the next on its worker. */
 static void *fail_fn(void *arg) {
   (void)arg;
   pbl_fail(3, "item %d failed", 3);
@@ -164,7 +164,7 @@ static void test_failure_isolated(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Scenario 45: cancelling a queued task; its function never runs. */
+/* B10: cancelling a queued task; its function never runs. */
 static _Atomic int ran;
 
 static void *mark_ran(void *arg) {
