@@ -153,8 +153,11 @@ static void raw_start(uv_loop_t *uv, unsigned n) {
          .data.stream = (uv_stream_t *)&c->ch},
     };
     char *args[] = {exe, RAW_ARG, NULL};
-    uv_process_options_t o = {.exit_cb = raw_exit, .file = exe, .args = args,
-                              .stdio_count = 4, .stdio = stdio};
+    uv_process_options_t o = {.exit_cb = raw_exit,
+                              .file = exe,
+                              .args = args,
+                              .stdio_count = 4,
+                              .stdio = stdio};
     BENCH_CHECK(uv_spawn(uv, &c->proc, &o));
     c->proc.data = c;
     c->ch.data = c;

@@ -139,8 +139,8 @@ static void *pool_counted(void *arg) {
   return arg;
 }
 
-static void schedule(uv_loop_t *uv, pbl_pool_t *p, bool raw,
-                     uv_work_cb raw_fn, pbl_thread_fn pool_fn) {
+static void schedule(uv_loop_t *uv, pbl_pool_t *p, bool raw, uv_work_cb raw_fn,
+                     pbl_thread_fn pool_fn) {
   if (raw) {
     uv_work_t *req = bench_alloc(sizeof(*req));
     BENCH_CHECK(uv_queue_work(uv, req, raw_fn, raw_after));

@@ -23,9 +23,9 @@
 #include "bench.h"
 
 #define RAW_ARG "--raw-worker"
-#define CALLS                                                                  \
-  40 /* round trips per round: short rounds,                                   \
-        many of them, ride out a noisy machine */
+/* Round trips per round: short rounds, many of them, ride out a noisy
+ * machine. */
+#define CALLS 40
 #define BIG ((size_t)64 << 20)
 
 static void check(int err, const char *what) {

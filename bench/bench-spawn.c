@@ -157,9 +157,8 @@ static void on_raw_exit(uv_process_t *p, int64_t status, int sig) {
 
 static bool start_raw(measure *m) {
   uv_process_t *p = bench_alloc(sizeof(*p));
-  uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
-                                   {.flags = UV_IGNORE},
-                                   {.flags = UV_IGNORE}};
+  uv_stdio_container_t stdio[3] = {
+      {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
   uv_process_options_t po = {
       .exit_cb = on_raw_exit,
       .file = raw_file,

@@ -40,20 +40,23 @@ extern "C" {
 
 /* XX(name, code, message). libuv uses -errno, the -3000s, the -4000s and
  * -9919; -20001.. is free. */
-#define PBL_ERRNO_MAP(XX)                                                   \
-  XX(EEXPIRED, -20001, "the process running the task died")                 \
-  XX(ECLOSED, -20002, "pool or loop closed")                                \
-  XX(EFAILED, -20003, "the task function reported failure")                \
-  XX(ENOFUNC, -20004, "process function not registered")                   \
-  XX(EPROTO, -20005, "a worker sent malformed data")                        \
+#define PBL_ERRNO_MAP(XX)                                                      \
+  XX(EEXPIRED, -20001, "the process running the task died")                    \
+  XX(ECLOSED, -20002, "pool or loop closed")                                   \
+  XX(EFAILED, -20003, "the task function reported failure")                    \
+  XX(ENOFUNC, -20004, "process function not registered")                       \
+  XX(EPROTO, -20005, "a worker sent malformed data")                           \
   XX(EDEADLK, -20006, "wait on the loop thread cannot finish")
 
+/* clang-format reads the list's expansion as an expression. */
+/* clang-format off */
 enum {
 #define PBL__ERR_ENUM(name, code, msg) PBL_##name = (code),
   PBL_ERRNO_MAP(PBL__ERR_ENUM)
 #undef PBL__ERR_ENUM
   PBL__ERR_END_ = 0
 };
+/* clang-format on */
 
 /* Human words for err: ours, else libuv's. Never NULL; static storage,
  * except for a code nobody knows: then a thread-local buffer, valid until
@@ -166,9 +169,9 @@ PBL_EXTERN int pbl_task_on_done(pbl_task_t *t, pbl_done_cb cb, void *data);
 /* Accessors. Thread: any. End data is stable once the state is an end. */
 PBL_EXTERN pbl_task_state pbl_task_state_of(const pbl_task_t *t);
 PBL_EXTERN const char *pbl_task_state_name(pbl_task_state s);
-PBL_EXTERN uint64_t pbl_task_id(const pbl_task_t *t);     /* unique, > 0 */
+PBL_EXTERN uint64_t pbl_task_id(const pbl_task_t *t);      /* unique, > 0 */
 PBL_EXTERN const char *pbl_task_name(const pbl_task_t *t); /* NULL: none */
-PBL_EXTERN int pbl_task_error(const pbl_task_t *t);  /* 0 or the end code */
+PBL_EXTERN int pbl_task_error(const pbl_task_t *t);     /* 0 or the end code */
 PBL_EXTERN int pbl_task_fail_code(const pbl_task_t *t); /* from pbl_fail */
 /* Human words on the end: pbl_fail's text, or what ended the task. NULL
  * while the task has not ended. Owned by the task. */
@@ -178,7 +181,7 @@ PBL_EXTERN const char *pbl_task_message(const pbl_task_t *t);
 PBL_EXTERN const void *pbl_task_bytes(const pbl_task_t *t, size_t *len);
 PBL_EXTERN int pbl_task_exit_status(const pbl_task_t *t); /* processes */
 PBL_EXTERN int pbl_task_term_signal(const pbl_task_t *t); /* 0: none */
-PBL_EXTERN int pbl_task_pid(const pbl_task_t *t); /* 0 for threads */
+PBL_EXTERN int pbl_task_pid(const pbl_task_t *t);         /* 0 for threads */
 
 /* ------------------------------------------------------------------ */
 /* Thread tasks                                                        */
@@ -233,11 +236,11 @@ typedef struct pbl_process_reg {
   struct pbl_process_reg *next;
 } pbl_process_reg;
 PBL_EXTERN int pbl_process_register(pbl_process_reg *reg);
-#define PBL_PROCESS_FN(fn)                                                  \
-  static pbl_process_reg pbl__reg_##fn = {#fn, fn, NULL};                   \
-  __attribute__((constructor)) static void pbl__ctor_##fn(void) {           \
-    (void)pbl_process_register(&pbl__reg_##fn);                             \
-  }                                                                         \
+#define PBL_PROCESS_FN(fn)                                                     \
+  static pbl_process_reg pbl__reg_##fn = {#fn, fn, NULL};                      \
+  __attribute__((constructor)) static void pbl__ctor_##fn(void) {              \
+    (void)pbl_process_register(&pbl__reg_##fn);                                \
+  }                                                                            \
   struct pbl__swallow_semicolon_##fn
 
 /* First line of main(). In the parent it returns 0 at once; in a child
@@ -259,8 +262,8 @@ typedef struct {
   pbl_task_opts task; /* callback, timeout, name */
   const void *stdin_data;
   size_t stdin_len;
-  const char *cwd; /* NULL: inherit */
-  char **env;      /* NULL: inherit */
+  const char *cwd;      /* NULL: inherit */
+  char **env;           /* NULL: inherit */
   size_t capture_limit; /* bytes kept of stdout and of stderr; 0: 16 MiB */
 } pbl_spawn_opts;
 
@@ -386,8 +389,7 @@ PBL_EXTERN int pbl_pool_map_thread(pbl_pool_t *p, pbl_thread_fn fn,
  * and no data). */
 PBL_EXTERN int pbl_pool_map_process(pbl_pool_t *p, pbl_process_fn fn,
                                     const pbl_buf *inputs, size_t n,
-                                    size_t chunksize,
-                                    const pbl_task_opts *opts,
+                                    size_t chunksize, const pbl_task_opts *opts,
                                     pbl_task_t **tasks);
 /* No new tasks (PBL_ECLOSED); queued ones still run. Thread: any.
  * Returns 0 (also when already closed or stopped) or UV_EINVAL. */

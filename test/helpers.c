@@ -147,8 +147,8 @@ static size_t left_behind(bool kill_them) {
     char state = '?';
     long ppid = 0;
     (void)read_stat(pids[i], &state, &ppid);
-    print_error("left behind: pid %ld, state %c, parent %ld\n", pids[i],
-                state, ppid);
+    print_error("left behind: pid %ld, state %c, parent %ld\n", pids[i], state,
+                ppid);
     if (kill_them && ppid != (long)getpid())
       (void)kill((pid_t)pids[i], SIGKILL);
   }

@@ -26,10 +26,10 @@
 typedef struct {
   uv_loop_t uv;
   pbl_loop_t *pl;
-  size_t fds_before;   /* before the loop and binding */
-  size_t fds_bound;    /* with the loop and binding */
+  size_t fds_before; /* before the loop and binding */
+  size_t fds_bound;  /* with the loop and binding */
   size_t threads_before;
-  int closed_calls;    /* the binding's closed_cb, at teardown */
+  int closed_calls; /* the binding's closed_cb, at teardown */
   uv_thread_t loop_thread;
 } pbl_test_fixture;
 

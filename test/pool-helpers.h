@@ -1,5 +1,6 @@
 /* What the pool test programs share: thread identities that are never
- * reused, and small task functions. Header-only: each test program includes it once. */
+ * reused, and small task functions. Header-only: each test program includes it
+ * once. */
 #ifndef PBL_TEST_POOL_HELPERS_H
 #define PBL_TEST_POOL_HELPERS_H
 

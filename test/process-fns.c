@@ -3,8 +3,8 @@
 
 #include <dirent.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -331,8 +331,7 @@ PBL_PROCESS_FN(fn_wait_file);
 
 int fn_init_hang_if(const void *in, size_t len, pbl_buf *out) {
   (void)out;
-  if (len > 0 && ((const char *)in)[len - 1] == '\0' &&
-      access(in, F_OK) == 0)
+  if (len > 0 && ((const char *)in)[len - 1] == '\0' && access(in, F_OK) == 0)
     sleep_forever();
   return 0;
 }

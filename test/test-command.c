@@ -8,7 +8,6 @@
 
 #include "helpers.h"
 
-
 static pbl_task_t *run(pbl_test_fixture *f, const char *const argv[],
                        const pbl_spawn_opts *o) {
   pbl_task_t *t = NULL;

@@ -43,8 +43,7 @@ static void test_default_loop_runs_tasks_off_the_main_thread(void **state) {
   pbl_task_opts o = {.on_done = probe_cb, .data = &p};
   pbl_task_t *t;
   int value = 3;
-  assert_int_equal(pbl_thread(pbl_default_loop(), identity, &value, &o, &t),
-                   0);
+  assert_int_equal(pbl_thread(pbl_default_loop(), identity, &value, &o, &t), 0);
   void *result = NULL;
   assert_int_equal(pbl_task_get(t, 30000, &result), 0);
   assert_ptr_equal(result, &value);
@@ -52,8 +51,7 @@ static void test_default_loop_runs_tasks_off_the_main_thread(void **state) {
   /* A callback set after the end fires too, on the loop thread. */
   assert_int_equal(pbl_task_on_done(t, NULL, NULL), UV_EALREADY);
   pbl_task_release(t);
-  assert_int_equal(pbl_thread(pbl_default_loop(), identity, NULL, NULL, &t),
-                   0);
+  assert_int_equal(pbl_thread(pbl_default_loop(), identity, NULL, NULL, &t), 0);
   assert_int_equal(pbl_task_wait(t, 30000), 0);
   assert_int_equal(pbl_task_on_done(t, probe_cb, &p), 0);
   assert_true(pbl_test_gate_wait_entered(&p.called, 2, 30000));
@@ -66,8 +64,7 @@ static void test_users_cannot_close_the_default_loop(void **state) {
   (void)state;
   pbl_loop_close(pbl_default_loop(), NULL); /* does nothing */
   pbl_task_t *t;
-  assert_int_equal(pbl_thread(pbl_default_loop(), identity, NULL, NULL, &t),
-                   0);
+  assert_int_equal(pbl_thread(pbl_default_loop(), identity, NULL, NULL, &t), 0);
   assert_int_equal(pbl_task_wait(t, 30000), 0);
   pbl_task_release(t);
 }
@@ -173,12 +170,15 @@ static int64_t run_child_mode(const char *mode) {
   size_t len = sizeof(exe);
   assert_int_equal(uv_exepath(exe, &len), 0);
   char *args[] = {exe, (char *)mode, NULL};
-  uv_stdio_container_t stdio[3] = {
-      {.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_INHERIT_FD,
-                                                   .data.fd = 2}};
+  uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE},
+                                   {.flags = UV_IGNORE},
+                                   {.flags = UV_INHERIT_FD, .data.fd = 2}};
   child_result r = {0};
-  uv_process_options_t po = {.file = exe, .args = args, .stdio = stdio,
-                             .stdio_count = 3, .exit_cb = on_child_exit};
+  uv_process_options_t po = {.file = exe,
+                             .args = args,
+                             .stdio = stdio,
+                             .stdio_count = 3,
+                             .exit_cb = on_child_exit};
   uv_process_t proc;
   proc.data = &r;
   assert_int_equal(uv_spawn(&uv, &proc, &po), 0);
@@ -256,13 +256,11 @@ static void test_join_waits_for_the_callbacks(void **state) {
   pbl_pool_t *p;
   assert_int_equal(pbl_thread_pool_new(pl, &po, &p), 0);
   pbl_task_opts o = {.on_done = counting_cb, .data = &pr};
-  assert_int_equal(pbl_pool_thread(p, spin_until_cancelled, NULL, &o, NULL),
-                   0);
+  assert_int_equal(pbl_pool_thread(p, spin_until_cancelled, NULL, &o, NULL), 0);
   pbl_task_opts s = {.on_done = slow_cb, .data = &pr};
   /* On libuv's pool: its callback runs in the binding's drain, where the
    * stopped task's callback is posted to. */
-  assert_int_equal(pbl_thread(pl, started_then_return, &running, &s, NULL),
-                   0);
+  assert_int_equal(pbl_thread(pl, started_then_return, &running, &s, NULL), 0);
   assert_true(pbl_test_gate_wait_entered(&pr.loop_busy, 1, 10000));
   assert_int_equal(pbl_pool_stop(p), 0);
   assert_int_equal(pbl_pool_join(p, -1), 0);

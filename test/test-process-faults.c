@@ -10,7 +10,6 @@
 #include "helpers.h"
 #include "process-fns.h"
 
-
 static int fail_spawn, fail_read_start, fail_write; /* the code to return */
 /* A slow start: the wrapped posix_spawn waits this long first (as a fork
  * of a large parent did), and notes when the child runs. */
@@ -126,8 +125,8 @@ static void test_slow_start_keeps_timeout(void **state) {
   const char *argv[] = {"sleep", "30", NULL};
   for (int i = 0; i < 2; i++) {
     pbl_task_t *t;
-    pbl_spawn_opts o = {.task = {.on_done = on_ended,
-                                 .timeout_ms = TIMEOUT_MS}};
+    pbl_spawn_opts o = {
+        .task = {.on_done = on_ended, .timeout_ms = TIMEOUT_MS}};
     slow_spawn_ms = SLOW_MS;
     if (i == 0)
       assert_int_equal(pbl_process(f->pl, fn_sleep, NULL, 0, &o.task, &t), 0);
@@ -144,10 +143,8 @@ static void test_slow_start_keeps_timeout(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-      T(test_spawn_fails),
-      T(test_read_start_fails),
-      T(test_write_fails),
-      T(test_slow_start_keeps_timeout),
+      T(test_spawn_fails),         T(test_read_start_fails),
+      T(test_write_fails),         T(test_slow_start_keeps_timeout),
       T(test_command_spawn_fails),
   };
   return cmocka_run_group_tests_name("process-faults", tests, NULL, NULL);

@@ -11,7 +11,6 @@
 #include "helpers.h"
 #include "process-fns.h"
 
-
 static void test_64mib_each_way(void **state) {
   F(state);
   size_t len = (size_t)64 << 20;

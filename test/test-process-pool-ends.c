@@ -375,7 +375,7 @@ static void test_dying_at_start_backs_off(void **state) {
   }
   pbl_pool_stats_t st;
   assert_int_equal(pbl_pool_stats(p, &st), 0);
-  assert_int_equal(st.respawned, 5); /* one start per task, no more */
+  assert_int_equal(st.respawned, 5);    /* one start per task, no more */
   assert_true(ms >= 10 + 20 + 40 + 80); /* the waits before starts 3..6 */
   pool_free_and_run(f, p);
 }
@@ -422,8 +422,10 @@ static void test_initializer_crashes(void **state) {
  * starts again until a task arrives (then it times out again). */
 static void test_initializer_times_out(void **state) {
   F(state);
-  pbl_pool_opts o = {.workers = 1, .process_init = fn_sleep,
-                     .init_timeout_ms = 200, .kill_grace_ms = 100};
+  pbl_pool_opts o = {.workers = 1,
+                     .process_init = fn_sleep,
+                     .init_timeout_ms = 200,
+                     .kill_grace_ms = 100};
   pbl_pool_t *p = new_ppool(f, &o);
   for (int round = 0; round < 2; round++) {
     pbl_task_t *t[2];
@@ -449,19 +451,22 @@ static void test_initializer_times_out(void **state) {
 
 /* A task requeued after an initializer failed is not left waiting for a
  * start that never comes (4 s for a healthy worker to start and run its
- * initializer: traced by valgrind, 1 s was too short). Here worker 1 starts fine and takes a and b
- * (pipelined); worker 2, started for c, hangs in its initializer: past
- * init_timeout_ms c fails and starts are blocked. Then a is cancelled:
- * worker 1 is killed and b, which never ran, goes back to the queue. b
- * must run on a new worker -- it arrives in the queue as a new task
- * would -- not wait there for ever (a closed pool's join would hang). */
+ * initializer: traced by valgrind, 1 s was too short). Here worker 1 starts
+ * fine and takes a and b (pipelined); worker 2, started for c, hangs in its
+ * initializer: past init_timeout_ms c fails and starts are blocked. Then a is
+ * cancelled: worker 1 is killed and b, which never ran, goes back to the queue.
+ * b must run on a new worker -- it arrives in the queue as a new task would --
+ * not wait there for ever (a closed pool's join would hang). */
 static void test_requeued_after_initializer_fails(void **state) {
   F(state);
   char path[64];
   test_path(path, sizeof(path), "init-hangs");
-  pbl_pool_opts o = {.workers = 2, .process_init = fn_init_hang_if,
-                     .init_arg = path, .init_len = strlen(path) + 1,
-                     .init_timeout_ms = 4000, .kill_grace_ms = 100};
+  pbl_pool_opts o = {.workers = 2,
+                     .process_init = fn_init_hang_if,
+                     .init_arg = path,
+                     .init_len = strlen(path) + 1,
+                     .init_timeout_ms = 4000,
+                     .kill_grace_ms = 100};
   pbl_pool_t *p = new_ppool(f, &o);
   pbl_task_t *a = submit(p, fn_sleep, NULL, 0, NULL);
   pbl_task_t *b = submit(p, fn_pid, NULL, 0, NULL);

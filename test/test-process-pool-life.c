@@ -379,7 +379,6 @@ static void test_schedule_from_many_threads(void **state) {
   pool_free_and_run(f, p);
 }
 
-
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {

@@ -73,8 +73,7 @@ static void test_edges(void **state) {
   assert_int_equal(pbl_pool_map_process(p, fn_echo, in, 2, 1, NULL, t),
                    UV_EINVAL); /* no data with a length */
   assert_null(t[0]);
-  assert_int_equal(pbl_pool_map_process(p, NULL, in, 1, 1, NULL, t),
-                   UV_EINVAL);
+  assert_int_equal(pbl_pool_map_process(p, NULL, in, 1, 1, NULL, t), UV_EINVAL);
   /* Single element, fire and forget. */
   pool_cb_count c = {0};
   pbl_task_opts o = {.on_done = count_cb, .data = &c};
@@ -152,8 +151,8 @@ static void test_cancel_one(void **state) {
   for (int i = 0; i < 4; i++)
     in[i] = sleep_touch(&st_in[i], i == 0 ? 200 : 10, i == 2 ? path : "");
   pbl_task_t *t[4];
-  assert_int_equal(
-      pbl_pool_map_process(p, fn_sleep_touch, in, 4, 4, NULL, t), 0);
+  assert_int_equal(pbl_pool_map_process(p, fn_sleep_touch, in, 4, 4, NULL, t),
+                   0);
   assert_true(pbl_test_run_until(&f->uv, task_running, t[0], 30000));
   assert_int_equal(pbl_task_cancel(t[2]), 0);
   run_dry(f);
@@ -228,13 +227,11 @@ static void test_death_mid_big_chunk(void **state) {
   death_mid_chunk(f, (size_t)1 << 20);
 }
 
-
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
-      T(test_order_and_chunks), T(test_edges),
-      T(test_error_item),       T(test_timeout_per_chunk),
-      T(test_cancel_one),       T(test_death_mid_chunk),
+      T(test_order_and_chunks),    T(test_edges),      T(test_error_item),
+      T(test_timeout_per_chunk),   T(test_cancel_one), T(test_death_mid_chunk),
       T(test_death_mid_big_chunk),
   };
   return cmocka_run_group_tests_name("process-pool-map", tests, NULL, NULL);

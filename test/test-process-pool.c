@@ -108,8 +108,10 @@ static void test_max_tasks(void **state) {
 static void test_initializer(void **state) {
   F(state);
   char arg[] = "set by init";
-  pbl_pool_opts o = {.workers = 1, .max_tasks = 1,
-                     .process_init = fn_init_keep, .init_arg = arg,
+  pbl_pool_opts o = {.workers = 1,
+                     .max_tasks = 1,
+                     .process_init = fn_init_keep,
+                     .init_arg = arg,
                      .init_len = 11};
   pbl_pool_t *p = new_ppool(f, &o);
   memset(arg, '#', 11); /* copied by the call: workers start later */
@@ -209,8 +211,7 @@ static void test_bad_arguments(void **state) {
   assert_int_equal(pbl_pool_process(p, not_registered, NULL, 0, NULL, &t),
                    PBL_ENOFUNC);
   assert_int_equal(pbl_pool_process(p, NULL, NULL, 0, NULL, &t), UV_EINVAL);
-  assert_int_equal(pbl_pool_process(p, fn_echo, NULL, 3, NULL, &t),
-                   UV_EINVAL);
+  assert_int_equal(pbl_pool_process(p, fn_echo, NULL, 3, NULL, &t), UV_EINVAL);
   pbl_task_opts o = {.worker_path = "/bin/true"};
   assert_int_equal(pbl_pool_process(p, fn_echo, NULL, 0, &o, &t), UV_EINVAL);
   o = (pbl_task_opts){.timeout_ms = -1};
@@ -218,8 +219,7 @@ static void test_bad_arguments(void **state) {
   assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, &t), UV_EINVAL);
   assert_null(t);
   pbl_pool_t *tp = new_pool(f, 1, 0); /* a thread pool takes no process */
-  assert_int_equal(pbl_pool_process(tp, fn_echo, NULL, 0, NULL, &t),
-                   UV_EINVAL);
+  assert_int_equal(pbl_pool_process(tp, fn_echo, NULL, 0, NULL, &t), UV_EINVAL);
   pbl_pool_free(tp);
   pool_free_and_run(f, p);
 }

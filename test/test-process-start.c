@@ -15,7 +15,6 @@
 #include "helpers.h"
 #include "process-fns.h"
 
-
 static void assert_out(const pbl_task_t *t, const char *want) {
   size_t len;
   const void *p = pbl_task_stdout(t, &len);
@@ -60,8 +59,7 @@ static void test_big_parent(void **state) {
   pbl_pool_t *pool;
   assert_int_equal(pbl_process_pool_new(f->pl, &po, &pool), 0);
   for (int i = 0; i < ROUNDS; i++) {
-    assert_int_equal(pbl_process(f->pl, fn_echo, "abc", 3, NULL, &tasks[i]),
-                     0);
+    assert_int_equal(pbl_process(f->pl, fn_echo, "abc", 3, NULL, &tasks[i]), 0);
     assert_int_equal(pbl_spawn(f->pl, argv, NULL, &cmds[i]), 0);
     assert_int_equal(pbl_pool_process(pool, fn_pid, NULL, 0, NULL, &pooled[i]),
                      0);
@@ -392,9 +390,8 @@ static void test_linger_from_exit(void **state) {
   F(state);
   stamp s = {0};
   const char *argv[] = {"sh", "-c", "echo started; sleep 60 & exit 0", NULL};
-  pbl_spawn_opts o = {.task = {.on_done = on_stamp,
-                               .data = &s,
-                               .kill_grace_ms = TIMEOUT_MS}};
+  pbl_spawn_opts o = {
+      .task = {.on_done = on_stamp, .data = &s, .kill_grace_ms = TIMEOUT_MS}};
   pbl_task_t *t;
   uv_run(&f->uv, UV_RUN_NOWAIT);
   s.called_ns = stale_clock();

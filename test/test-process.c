@@ -9,7 +9,6 @@
 #include "helpers.h"
 #include "process-fns.h"
 
-
 /* Runs t's loop until every task retired; returns t. */
 static pbl_task_t *run(pbl_test_fixture *f, pbl_process_fn fn, const void *in,
                        size_t len, const pbl_task_opts *o) {

@@ -289,7 +289,7 @@ static void test_cancel_return_values(void **state) {
   assert_true(pbl_test_gate_wait_entered(&gate, 1, 10000));
   assert_int_equal(pbl_task_state_of(running), PBL_RUNNING);
   assert_int_equal(pbl_task_wait(running, 0), UV_ETIMEDOUT); /* a poll */
-  assert_null(pbl_task_message(running)); /* not ended */
+  assert_null(pbl_task_message(running));                    /* not ended */
   assert_int_equal(pbl_task_error(running), 0);
   assert_int_equal(pbl_task_cancel(running), 0);
   assert_int_equal(pbl_task_state_of(running), PBL_CANCELLED); /* at once */
@@ -300,7 +300,7 @@ static void test_cancel_return_values(void **state) {
   assert_int_equal(r.calls, 1);
   assert_int_equal(r.err, UV_ECANCELED);
   assert_int_equal(pbl_task_get(running, 0, NULL), UV_ECANCELED);
-  assert_int_equal(pbl_task_cancel(done), UV_EBUSY); /* ended otherwise */
+  assert_int_equal(pbl_task_cancel(done), UV_EBUSY);   /* ended otherwise */
   assert_int_equal(pbl_task_state_of(done), PBL_DONE); /* unchanged */
   pbl_task_release(running);
   pbl_task_release(done);

@@ -14,8 +14,7 @@ static void test_close_completes_queued(void **state) {
   for (int i = 0; i < 10; i++)
     assert_int_equal(pbl_pool_thread(p, gated, &g, &o, NULL), 0);
   assert_int_equal(pbl_pool_close(p), 0);
-  assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, NULL),
-                   PBL_ECLOSED);
+  assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, NULL), PBL_ECLOSED);
   pbl_test_gate_open(&g);
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   assert_int_equal(pbl_pool_join(p, 0), 0);
@@ -34,17 +33,15 @@ static void test_stop_leaves_none_pending(void **state) {
   pbl_task_opts o = {.on_done = count_cb, .data = &c};
   pbl_task_t *ts[10];
   for (int i = 0; i < 10; i++)
-    assert_int_equal(pbl_pool_thread(p, until_cancelled, NULL, &o, &ts[i]),
-                     0);
+    assert_int_equal(pbl_pool_thread(p, until_cancelled, NULL, &o, &ts[i]), 0);
   assert_int_equal(pbl_pool_stop(p), 0);
   for (int i = 0; i < 10; i++) {
     assert_int_equal(pbl_task_state_of(ts[i]), PBL_CANCELLED);
     assert_int_equal(pbl_task_error(ts[i]), UV_ECANCELED);
   }
-  assert_int_equal(c.calls, 0); /* never inside the call */
+  assert_int_equal(c.calls, 0);          /* never inside the call */
   assert_int_equal(pbl_pool_stop(p), 0); /* again: nothing more */
-  assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, NULL),
-                   PBL_ECLOSED);
+  assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, NULL), PBL_ECLOSED);
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   assert_int_equal(c.calls, 10);
   assert_int_equal(c.cancelled, 10);
@@ -166,8 +163,7 @@ static void test_stop_from_task(void **state) {
   assert_int_equal(a.err, 0);
   assert_true(a.cancelled);
   assert_int_equal(pbl_task_state_of(first), PBL_CANCELLED);
-  assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, NULL),
-                   PBL_ECLOSED);
+  assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, NULL), PBL_ECLOSED);
   assert_int_equal(pbl_pool_join(p, 0), 0);
   pbl_task_release(first);
   pbl_test_gate_destroy(&a.gate);

@@ -1,7 +1,7 @@
-/* Thread pool initializers (docs/design.md, B4 and B5), done better than Pebble: what
- * init sets is visible to tasks, it runs again in every replacement
- * thread, and a failing one fails the waiting tasks at once with its
- * message while the pool never spins. */
+/* Thread pool initializers (docs/design.md, B4 and B5), done better than
+ * Pebble: what init sets is visible to tasks, it runs again in every
+ * replacement thread, and a failing one fails the waiting tasks at once with
+ * its message while the pool never spins. */
 #include "pool-helpers.h"
 
 /* B4: what init sets in its thread is visible to tasks. */
@@ -44,8 +44,8 @@ static void test_initializer_visible(void **state) {
 static void test_recycled_thread_runs_init(void **state) {
   pbl_test_fixture *f = *state;
   atomic_store(&init_calls, 0);
-  pbl_pool_opts o = {.workers = 1, .max_tasks = 3, .init = set_value,
-                     .init_arg = (void *)5};
+  pbl_pool_opts o = {
+      .workers = 1, .max_tasks = 3, .init = set_value, .init_arg = (void *)5};
   pbl_pool_t *p;
   assert_int_equal(pbl_thread_pool_new(f->pl, &o, &p), 0);
   void *args[6] = {NULL};

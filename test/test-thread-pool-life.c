@@ -33,8 +33,8 @@ static void scheduler(void *arg) {
   for (int i = 0; i < PER_THREAD; i++) {
     pbl_task_t *t = NULL;
     bool keep = i % 10 == 0; /* some are waited for here, off the loop */
-    if (pbl_pool_thread(a->pool, serial_fn, NULL, a->opts,
-                        keep ? &t : NULL) != 0) {
+    if (pbl_pool_thread(a->pool, serial_fn, NULL, a->opts, keep ? &t : NULL) !=
+        0) {
       a->errors++;
       continue;
     }
@@ -447,8 +447,7 @@ static void test_binding_close_with_busy_pool(void **state) {
   pbl_loop_close(pl, on_closed);
   for (int i = 0; i < 6; i++) /* running ones flagged, queued ones ended */
     assert_int_equal(pbl_task_state_of(ts[i]), PBL_CANCELLED);
-  assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, NULL),
-                   PBL_ECLOSED);
+  assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, NULL), PBL_ECLOSED);
   assert_int_equal(uv_run(&uv, UV_RUN_DEFAULT), 0);
   assert_int_equal(closed_calls, 1);
   assert_int_equal(c.calls, 6);

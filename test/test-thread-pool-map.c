@@ -206,8 +206,7 @@ static void test_map_cancel_one(void **state) {
   pbl_pool_t *p = new_pool(f, 1, 0);
   void *args[5] = {(void *)0, (void *)1, (void *)2, (void *)3, (void *)4};
   pbl_task_t *ts[5];
-  assert_int_equal(pbl_pool_map_thread(p, mark_gated, args, 5, 2, NULL, ts),
-                   0);
+  assert_int_equal(pbl_pool_map_thread(p, mark_gated, args, 5, 2, NULL, ts), 0);
   assert_true(pbl_test_gate_wait_entered(&first_gate, 1, 10000));
   assert_int_equal(pbl_task_cancel(ts[1]), 0); /* same chunk as item 0 */
   assert_int_equal(pbl_task_cancel(ts[3]), 0); /* a chunk still queued */
@@ -246,14 +245,10 @@ static void test_map_without_tasks(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      T(test_map_order_and_chunks),
-      T(test_map_empty_and_single),
-      T(test_map_bad_input),
-      T(test_map_error_in_one_item),
-      T(test_map_timeout_per_chunk),
-      T(test_map_chunk_times_out),
-      T(test_map_cancel_one),
-      T(test_map_without_tasks),
+      T(test_map_order_and_chunks),  T(test_map_empty_and_single),
+      T(test_map_bad_input),         T(test_map_error_in_one_item),
+      T(test_map_timeout_per_chunk), T(test_map_chunk_times_out),
+      T(test_map_cancel_one),        T(test_map_without_tasks),
   };
   return cmocka_run_group_tests_name("thread-pool-map", tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
-/* Thread pools: Python Pebble's thread-pool scenarios (docs/design.md, B1-B5, B10-B14)
- * and the pool rules (docs/design.md, R12): workers and recycling, the
+/* Thread pools: Python Pebble's thread-pool scenarios (docs/design.md, B1-B5,
+ * B10-B14) and the pool rules (docs/design.md, R12): workers and recycling, the
  * initializer, close/stop/join/free, queue_limit, timeouts, cancel,
  * stats, and where pools may be used from. */
 #include "pool-helpers.h"
@@ -50,8 +50,7 @@ static void test_five_tasks_two_threads(void **state) {
   pbl_test_gate_init(&g.gate);
   pbl_task_t *ts[5];
   for (int i = 0; i < 5; i++)
-    assert_int_equal(pbl_pool_thread(p, serial_after_two, &g, NULL, &ts[i]),
-                     0);
+    assert_int_equal(pbl_pool_thread(p, serial_after_two, &g, NULL, &ts[i]), 0);
   assert_true(pbl_test_gate_wait_entered(&g.gate, 2, 10000));
   pbl_test_gate_open(&g.gate);
   assert_int_equal(pbl_wait_all(ts, 5, 10000), 0);
@@ -321,8 +320,7 @@ static void test_stats_add_up(void **state) {
   for (int i = 0; i < 3; i++)
     assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, NULL), 0);
   assert_int_equal(pbl_pool_thread(p, fail_fn, NULL, NULL, NULL), 0);
-  assert_int_equal(pbl_pool_thread(p, until_cancelled, NULL, &timed, NULL),
-                   0);
+  assert_int_equal(pbl_pool_thread(p, until_cancelled, NULL, &timed, NULL), 0);
   assert_int_equal(pbl_pool_thread(p, identity, NULL, NULL, &cancel_me), 0);
   pbl_pool_stats_t st;
   assert_int_equal(pbl_pool_stats(p, &st), 0);
@@ -365,8 +363,7 @@ static void test_bad_input(void **state) {
   assert_int_equal(pbl_pool_thread(NULL, identity, NULL, NULL, NULL),
                    UV_EINVAL);
   assert_int_equal(pbl_pool_thread(p, NULL, NULL, NULL, NULL), UV_EINVAL);
-  assert_int_equal(pbl_pool_thread(p, identity, NULL, &neg, NULL),
-                   UV_EINVAL);
+  assert_int_equal(pbl_pool_thread(p, identity, NULL, &neg, NULL), UV_EINVAL);
   assert_int_equal(pbl_pool_close(NULL), UV_EINVAL);
   assert_int_equal(pbl_pool_stop(NULL), UV_EINVAL);
   assert_int_equal(pbl_pool_join(NULL, 0), UV_EINVAL);

@@ -200,7 +200,7 @@ static void test_cancel_released_queued_task_from_thread(void **state) {
   assert_int_equal(uv_thread_join(&th), 0);
   assert_int_equal(ca.err, 0);
   pbl_task_release(queued);
-  pbl_task_release(queued); /* only the library holds it now */
+  pbl_task_release(queued);      /* only the library holds it now */
   uv_run(&f->uv, UV_RUN_NOWAIT); /* the delivery, with the pool blocked */
   assert_int_equal(p.calls, 1);
   assert_int_equal(p.state, PBL_CANCELLED);

@@ -91,7 +91,7 @@ static void test_loop_thread_wait_is_edeadlk_poll_is_fine(void **state) {
   uint64_t t0 = uv_hrtime();
   assert_int_equal(pbl_task_get(t, -1, NULL), PBL_EDEADLK);
   assert_int_equal(pbl_task_wait(t, 5000), PBL_EDEADLK);
-  assert_true((uv_hrtime() - t0) / 1000000u < 1000); /* at once */
+  assert_true((uv_hrtime() - t0) / 1000000u < 1000);        /* at once */
   assert_int_equal(pbl_task_get(t, 0, NULL), UV_ETIMEDOUT); /* a poll */
   pbl_task_t *ts[1] = {t};
   size_t index;

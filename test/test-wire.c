@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "helpers.h"
 #include "core/internal.h"
+#include "helpers.h"
 #include "process/wire.h"
 
 static void encode(uint8_t *out, uint8_t type, uint8_t flags, uint64_t tag,

@@ -53,7 +53,7 @@ static void at_exit(void) {
   uv_thread_join(&dflt_thread);
   uv_loop_close(&dflt_uv);
   uv_sem_destroy(&ready);
-  started = false; /* later calls get NULL */
+  started = false;       /* later calls get NULL */
   pbl__loop_unref(dflt); /* ours; tasks still held keep it readable */
 }
 

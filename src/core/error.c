@@ -25,8 +25,8 @@ const char *pbl_strerror(int err) {
   switch (err) {
   case 0:
     return "success";
-#define XX(name, code, msg)                                                 \
-  case PBL_##name:                                                          \
+#define XX(name, code, msg)                                                    \
+  case PBL_##name:                                                             \
     return msg;
     PBL_ERRNO_MAP(XX)
 #undef XX
@@ -39,8 +39,8 @@ const char *pbl_err_name(int err) {
   switch (err) {
   case 0:
     return "OK";
-#define XX(name, code, msg)                                                 \
-  case PBL_##name:                                                          \
+#define XX(name, code, msg)                                                    \
+  case PBL_##name:                                                             \
     return "PBL_" #name;
     PBL_ERRNO_MAP(XX)
 #undef XX

@@ -44,7 +44,7 @@
 
 #define PBL__ENDED(state) ((state) >= PBL_DONE)
 
-#define PBL__CONTAINER_OF(ptr, type, member)                                \
+#define PBL__CONTAINER_OF(ptr, type, member)                                   \
   ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* ---- invariant checks ---- */
@@ -64,8 +64,8 @@
 /* The caller runs on the thread recorded in *thread. */
 #define PBL__ASSERT_THREAD(thread) PBL__ASSERT(pbl__on_thread(thread))
 /* error.c */
-_Noreturn void pbl__check_failed(const char *cond, const char *file,
-                                 int line, const char *func);
+_Noreturn void pbl__check_failed(const char *cond, const char *file, int line,
+                                 const char *func);
 static inline bool pbl__on_thread(const uv_thread_t *thread) {
   uv_thread_t self = uv_thread_self();
   return uv_thread_equal(thread, &self) != 0;
@@ -105,7 +105,7 @@ typedef struct pbl__proc_info {
   _Atomic int pid;
   int exit_status;
   int term_signal;
-  size_t len; /* result bytes: u.result, when DONE */
+  size_t len;            /* result bytes: u.result, when DONE */
   const void *out, *err; /* commands: captured output */
   size_t out_len, err_len;
   uint64_t out_dropped, err_dropped;
@@ -148,11 +148,11 @@ typedef struct pbl__failure {
 
 /* Rarely needed task data, allocated on demand. */
 typedef struct pbl__task_extra {
-  char *name;             /* copied from opts */
-  int64_t timeout_ms;     /* 0: none */
-  int64_t kill_grace_ms;  /* process kinds */
-  uint64_t started_ns;    /* uv_hrtime() at start; written before notice */
-  uv_timer_t *timer;      /* loop; closed before the task retires */
+  char *name;            /* copied from opts */
+  int64_t timeout_ms;    /* 0: none */
+  int64_t kill_grace_ms; /* process kinds */
+  uint64_t started_ns;   /* uv_hrtime() at start; written before notice */
+  uv_timer_t *timer;     /* loop; closed before the task retires */
 } pbl__task_extra;
 
 /* A blocked thread (wait.c). Fired under the stripe lock of a task it
@@ -194,17 +194,17 @@ enum {
  * 144 bytes, one 160-byte malloc chunk. */
 struct pbl_task {
   uint32_t magic;
-  _Atomic uint8_t state;   /* pbl_task_state; release-stored by settle */
-  uint8_t holds;           /* loop: in-flight work not yet finished */
-  uint8_t sflags;          /* stripe */
-  uint8_t lflags;          /* loop */
+  _Atomic uint8_t state; /* pbl_task_state; release-stored by settle */
+  uint8_t holds;         /* loop: in-flight work not yet finished */
+  uint8_t sflags;        /* stripe */
+  uint8_t lflags;        /* loop */
   _Atomic uint32_t refs;
-  int32_t err;             /* end code; published by state */
+  int32_t err; /* end code; published by state */
   uint64_t id;
   pbl_loop_t *loop;
   const pbl__task_ops *ops;
-  pbl_done_cb on_done;     /* stripe */
-  void *data;              /* stripe */
+  pbl_done_cb on_done; /* stripe */
+  void *data;          /* stripe */
   union {
     pbl_thread_fn fn;      /* thread kinds, until the function starts */
     void *result;          /* state DONE: the result */
@@ -231,35 +231,35 @@ typedef struct {
  * uv_queue_work per task would contend with the pool's workers for
  * libuv's one global mutex and wake a worker per task. */
 typedef struct {
-  uv_mutex_t lock;   /* guards queue */
-  QUEUE queue;       /* thread tasks waiting for a runner */
-  unsigned runners;  /* loop: runners queued or running */
+  uv_mutex_t lock;      /* guards queue */
+  QUEUE queue;          /* thread tasks waiting for a runner */
+  unsigned runners;     /* loop: runners queued or running */
   unsigned max_runners; /* libuv's pool size */
 } pbl__runq;
 
 struct pbl_loop {
   uint32_t magic;
-  _Atomic uint32_t refs;   /* the binding itself + tasks + pools */
+  _Atomic uint32_t refs; /* the binding itself + tasks + pools */
   uv_loop_t *uv;
-  uv_thread_t thread;      /* the loop thread */
-  uv_async_t async;        /* inbox wake-up; ref'd while tasks are live */
+  uv_thread_t thread; /* the loop thread */
+  uv_async_t async;   /* inbox wake-up; ref'd while tasks are live */
   bool is_default;
 
-  uv_mutex_t in_lock;      /* guards the inbox fields below */
+  uv_mutex_t in_lock;                  /* guards the inbox fields below */
   pbl__task_list inbox[PBL__IN_LISTS]; /* FIFO each */
-  bool in_closed;          /* no more posts: the async is closing */
-  bool close_requested;    /* a foreign thread asked to close */
+  bool in_closed;                      /* no more posts: the async is closing */
+  bool close_requested;                /* a foreign thread asked to close */
   void (*close_req_cb)(pbl_loop_t *);
 
   /* loop thread only */
-  QUEUE live;              /* tasks started and not retired */
-  size_t active;           /* live tasks + loop-posted late deliveries */
-  _Atomic bool closing;    /* set on the loop thread; read anywhere */
-  bool closed;             /* closed_cb was called */
+  QUEUE live;           /* tasks started and not retired */
+  size_t active;        /* live tasks + loop-posted late deliveries */
+  _Atomic bool closing; /* set on the loop thread; read anywhere */
+  bool closed;          /* closed_cb was called */
   bool async_refd;
   void (*closed_cb)(pbl_loop_t *);
-  QUEUE members;           /* pools bound to this loop */
-  pbl__runq runq;          /* thread tasks on libuv's pool */
+  QUEUE members;              /* pools bound to this loop */
+  pbl__runq runq;             /* thread tasks on libuv's pool */
   struct pbl__reaper *reaper; /* our children's SIGCHLD watcher, or NULL */
 };
 
@@ -355,8 +355,8 @@ void pbl__task_take_in(pbl_task_t *t);
 void pbl__task_close_cancel(pbl_task_t *t);
 /* true once t ended, for pbl_cancelled(). */
 static inline bool pbl__task_ended(const pbl_task_t *t) {
-  return PBL__ENDED(atomic_load_explicit(&((pbl_task_t *)t)->state,
-                                         memory_order_acquire));
+  return PBL__ENDED(
+      atomic_load_explicit(&((pbl_task_t *)t)->state, memory_order_acquire));
 }
 pbl__failure *pbl__failure_new(int code, const char *msg);
 
@@ -375,7 +375,7 @@ typedef struct pbl__run_ctx {
   bool (*cancelled)(struct pbl__run_ctx *c);
   void *self;
 } pbl__run_ctx;
-pbl__run_ctx *pbl__run_enter(pbl__run_ctx *c);  /* returns the previous */
+pbl__run_ctx *pbl__run_enter(pbl__run_ctx *c); /* returns the previous */
 bool pbl__in_task(void); /* the calling thread runs a task's function */
 void pbl__run_leave(pbl__run_ctx *prev);
 

@@ -7,8 +7,8 @@
  * by a drain: tasks to take in (submissions from other threads, and
  * "started" notices from worker threads), tasks whose work finished on a
  * worker thread (ops->finished), and tasks whose callback is due. A task
- * has a link for each, so it may sit in all three at once. A poster that finds the inbox
- * empty sends the one uv_async_t; later posts ride on that send (one
+ * has a link for each, so it may sit in all three at once. A poster that finds
+ * the inbox empty sends the one uv_async_t; later posts ride on that send (one
  * uv_async_send per batch). The send happens under in_lock so that no send
  * can race with the uv_close() of the async (in_closed is set under the
  * same lock first).

@@ -10,7 +10,7 @@ typedef struct pbl__queue {
   struct pbl__queue *prev;
 } QUEUE;
 
-#define QUEUE_DATA(ptr, type, field)                                        \
+#define QUEUE_DATA(ptr, type, field)                                           \
   ((type *)((char *)(ptr)-offsetof(type, field)))
 
 static inline void QUEUE_INIT(QUEUE *q) {

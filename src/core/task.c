@@ -37,10 +37,11 @@ typedef union {
   char pad[LINE];
 } stripe;
 _Static_assert(sizeof(uv_mutex_t) <= LINE, "a stripe fits a cache line");
-#define M {PTHREAD_MUTEX_INITIALIZER}
+#define M                                                                      \
+  { PTHREAD_MUTEX_INITIALIZER }
 #define M8 M, M, M, M, M, M, M, M
 static _Alignas(LINE) stripe stripes[STRIPES] = {M8, M8, M8, M8,
-                                                  M8, M8, M8, M8};
+                                                 M8, M8, M8, M8};
 #undef M8
 #undef M
 
@@ -94,8 +95,8 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
     pbl__loop_unref(pl);
     return UV_ENOMEM;
   }
-  if (opts != NULL && (opts->name != NULL || opts->timeout_ms > 0 ||
-                       opts->kill_grace_ms > 0)) {
+  if (opts != NULL &&
+      (opts->name != NULL || opts->timeout_ms > 0 || opts->kill_grace_ms > 0)) {
     t->x = pbl__calloc(1, sizeof(*t->x));
     if (t->x == NULL)
       goto nomem;
@@ -272,7 +273,7 @@ static void deliver_locked(pbl_task_t *t) {
     abort_work(t);
   t->lflags |= PBL__L_DELIVERED;
   if (cb != NULL) {
-    t->holds++; /* whatever the callback stops, t outlives it */
+    t->holds++;  /* whatever the callback stops, t outlives it */
     cb(t, data); /* may release the caller's reference, never ours */
     t->holds--;
   }
@@ -346,8 +347,7 @@ void pbl__task_take_in(pbl_task_t *t) {
  * closes once nothing runs. */
 void pbl__task_close_cancel(pbl_task_t *t) {
   PBL__ASSERT_LOOP(t->loop);
-  pbl__task_end(t, PBL_CANCELLED, UV_ECANCELED, NULL, NULL,
-                PBL__DELIVER_POST);
+  pbl__task_end(t, PBL_CANCELLED, UV_ECANCELED, NULL, NULL, PBL__DELIVER_POST);
   abort_work(t);
 }
 
@@ -360,8 +360,7 @@ int pbl_task_cancel(pbl_task_t *t) {
       abort_work(t); /* e.g. uv_cancel() at once; other threads: on delivery */
     return 0;
   }
-  return atomic_load_explicit(&t->state, memory_order_acquire) ==
-                 PBL_CANCELLED
+  return atomic_load_explicit(&t->state, memory_order_acquire) == PBL_CANCELLED
              ? 0
              : UV_EBUSY;
 }
@@ -395,7 +394,7 @@ int pbl_task_on_done(pbl_task_t *t, pbl_done_cb cb, void *data) {
   int err = pbl__loop_post_delivery(pl, t);
   if (err != 0) {
     pbl__task_lock(t);
-    t->sflags &= (uint8_t)~(PBL__S_DELIVERY_QUEUED | PBL__S_LATE_COUNTED);
+    t->sflags &= (uint8_t) ~(PBL__S_DELIVERY_QUEUED | PBL__S_LATE_COUNTED);
     pbl__task_unlock(t);
     if (on_loop)
       pbl__loop_drop(pl);

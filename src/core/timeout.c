@@ -23,8 +23,7 @@ void pbl__timeout_disarm(pbl_task_t *t) {
 static void on_timeout(uv_timer_t *timer) {
   pbl_task_t *t = timer->data;
   pbl__task_hold(t); /* keep t while it delivers and disarms */
-  pbl__task_end(t, PBL_TIMED_OUT, UV_ETIMEDOUT, NULL, NULL,
-                PBL__DELIVER_NOW);
+  pbl__task_end(t, PBL_TIMED_OUT, UV_ETIMEDOUT, NULL, NULL, PBL__DELIVER_NOW);
   pbl__timeout_disarm(t);
   pbl__task_drop(t);
 }

@@ -173,8 +173,7 @@ static bool first_ended(pbl_task_t **ts, size_t n, size_t *index) {
   return false;
 }
 
-int pbl_wait_any(pbl_task_t **ts, size_t n, int64_t timeout_ms,
-                 size_t *index) {
+int pbl_wait_any(pbl_task_t **ts, size_t n, int64_t timeout_ms, size_t *index) {
   int err = check_tasks(ts, n);
   if (err != 0 || n == 0)
     return err != 0 ? err : UV_EINVAL;

@@ -98,8 +98,7 @@ void pbl__pool_seal(pbl_pool_t *p) {
 /* Loop thread, one item, a pool of a fast_push kind without queue_limit:
  * pushes it without the lock. The lock is taken only to kick, when the
  * kind says no worker would look at the queue again otherwise. */
-static int push(pbl_pool_t *p, pbl__pool_item *it, uint64_t now,
-                pbl__kick *k) {
+static int push(pbl_pool_t *p, pbl__pool_item *it, uint64_t now, pbl__kick *k) {
   it->queued = now;
   it->chunk_len = 1;
   pbl__pool_item *top = atomic_load_explicit(&p->pushed, memory_order_relaxed);
@@ -136,8 +135,8 @@ static int enqueue(pbl_pool_t *p, pbl__pool_item **items, size_t n,
     size_t left = n - i;
     it->queued = now;
     it->next = NULL;
-    it->chunk_len = i % chunk == 0 ? (uint32_t)(left < chunk ? left : chunk)
-                                   : 0;
+    it->chunk_len =
+        i % chunk == 0 ? (uint32_t)(left < chunk ? left : chunk) : 0;
     if (p->queue.tail != NULL)
       p->queue.tail->next = it;
     else
@@ -318,12 +317,11 @@ static bool finish_unrun(pbl_pool_t *p, pbl__pool_item *head) {
   return wake;
 }
 
-bool pbl__pool_fail_queued(pbl_pool_t *p, int err, int code,
-                           const char *msg) {
+bool pbl__pool_fail_queued(pbl_pool_t *p, int err, int code, const char *msg) {
   pbl__pool_item *head = take_queue(p);
   for (pbl__pool_item *it = head; it != NULL; it = it->next)
-    pbl__task_end(&it->base, PBL_FAILED, err, NULL,
-                  pbl__failure_new(code, msg), PBL__DELIVER_LATER);
+    pbl__task_end(&it->base, PBL_FAILED, err, NULL, pbl__failure_new(code, msg),
+                  PBL__DELIVER_LATER);
   return finish_unrun(p, head);
 }
 

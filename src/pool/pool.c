@@ -105,8 +105,8 @@ void pbl__pool_settle(pbl_pool_t *p) {
   bool ready = p->live == 0 && p->unjoined == 0 && !pushed;
   bool finish = ready && (p->freed || p->member_closing) && !p->async_closing;
   bool closing = p->async_closing;
-  bool want = !ready && (p->live > 0 || pushed ||
-                         p->state != PBL__POOL_RUNNING);
+  bool want =
+      !ready && (p->live > 0 || pushed || p->state != PBL__POOL_RUNNING);
   if (finish) { /* under both locks: no send after this */
     uv_mutex_lock(&p->done_lock);
     p->async_closing = true;

@@ -77,18 +77,18 @@ typedef enum {
 
 /* What every pool task starts with. */
 typedef struct pbl__pool_item {
-  pbl_task_t base;               /* first: an item is a task */
-  struct pbl__pool_item *next;   /* lock: run queue, a worker's hand, done */
-  union { /* the wait is counted before the item can be armed */
-    uint64_t queued;             /* pbl__pool_ticks() when accepted */
+  pbl_task_t base;             /* first: an item is a task */
+  struct pbl__pool_item *next; /* lock: run queue, a worker's hand, done */
+  union {            /* the wait is counted before the item can be armed */
+    uint64_t queued; /* pbl__pool_ticks() when accepted */
     struct pbl__pool_item *arm_next; /* done: then, timers to arm on the
                                       * loop (thread pools: an item taken
                                       * is never queued again) */
-    pbl_pool_t *owed_by;         /* loop: drained, its delivery awaited */
+    pbl_pool_t *owed_by;             /* loop: drained, its delivery awaited */
   };
-  uint32_t chunk_len;            /* first item of a job: its items; else 0 */
-  bool held;                     /* loop: kept by a hold, not a reference */
-  bool owed;                     /* loop: owed_by is set */
+  uint32_t chunk_len; /* first item of a job: its items; else 0 */
+  bool held;          /* loop: kept by a hold, not a reference */
+  bool owed;          /* loop: owed_by is set */
 } pbl__pool_item;
 
 typedef struct pbl__pool_list {
@@ -136,39 +136,39 @@ typedef struct pbl__pool_kind {
 struct pbl_pool {
   uint32_t magic;
   const pbl__pool_kind *kind;
-  pbl_loop_t *loop;        /* the pool holds a reference on the binding */
-  size_t queue_limit;      /* 0: unbounded; set once, read without lock */
-  pbl__member member;      /* loop */
-  uv_async_t async;        /* the drain: done items, timers, exits, free */
-  uv_cond_t join_cv;       /* lock: live or unjoined went down */
+  pbl_loop_t *loop;          /* the pool holds a reference on the binding */
+  size_t queue_limit;        /* 0: unbounded; set once, read without lock */
+  pbl__member member;        /* loop */
+  uv_async_t async;          /* the drain: done items, timers, exits, free */
+  uv_cond_t join_cv;         /* lock: live or unjoined went down */
   _Atomic bool wake_pending; /* an async send is on its way */
 
   /* The groups below sit on cache lines of their own: the scheduling
    * thread and the workers taking jobs write the first, workers handing
    * results back the second. */
   char pad0_[64];
-  uv_mutex_t lock;         /* "lock": the run queue and the life cycle */
+  uv_mutex_t lock; /* "lock": the run queue and the life cycle */
   /* lock */
-  uint8_t state;           /* pbl__pool_state */
-  bool freed;              /* pbl_pool_free() was called */
-  bool member_closing;     /* the binding closes */
-  bool async_closing;      /* lock and done: no send after uv_close() */
-  bool gone;               /* the async is closed: the loop is let go */
-  pbl__pool_list queue;    /* accepted items waiting, in order */
-  size_t jobs;             /* jobs (chunks) in queue */
-  size_t live;             /* accepted items not yet drained */
-  size_t unjoined;         /* workers started and not yet joined/reaped */
-  size_t exited;           /* workers that left and wait to be reaped */
-  size_t taken;            /* items taken by workers, ever */
-  pbl_pool_stats_t st;     /* queued and respawned only */
+  uint8_t state;        /* pbl__pool_state */
+  bool freed;           /* pbl_pool_free() was called */
+  bool member_closing;  /* the binding closes */
+  bool async_closing;   /* lock and done: no send after uv_close() */
+  bool gone;            /* the async is closed: the loop is let go */
+  pbl__pool_list queue; /* accepted items waiting, in order */
+  size_t jobs;          /* jobs (chunks) in queue */
+  size_t live;          /* accepted items not yet drained */
+  size_t unjoined;      /* workers started and not yet joined/reaped */
+  size_t exited;        /* workers that left and wait to be reaped */
+  size_t taken;         /* items taken by workers, ever */
+  pbl_pool_stats_t st;  /* queued and respawned only */
 
   char pad1_[64];
-  uv_mutex_t done_lock;    /* "done": what workers hand back */
+  uv_mutex_t done_lock; /* "done": what workers hand back */
   /* done */
-  pbl__pool_list done;     /* finished items the loop has not drained */
-  pbl__pool_item *arms;    /* started items whose timers want arming */
-  size_t finished;         /* taken items handed back, ever */
-  pbl_pool_stats_t ends;   /* the end counters, and the waits in ticks */
+  pbl__pool_list done;   /* finished items the loop has not drained */
+  pbl__pool_item *arms;  /* started items whose timers want arming */
+  size_t finished;       /* taken items handed back, ever */
+  pbl_pool_stats_t ends; /* the end counters, and the waits in ticks */
   char pad2_[64];
 
   /* The loop thread pushes, workers absorb: a line of their own. Items
@@ -181,7 +181,7 @@ struct pbl_pool {
   char pad3_[64];
 
   /* loop */
-  bool refd;               /* the async is ref'd */
+  bool refd; /* the async is ref'd */
 };
 
 /* Set in a pool's own threads: joining that pool there is PBL_EDEADLK. */

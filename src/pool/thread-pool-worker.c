@@ -217,4 +217,3 @@ static void worker_main(void *arg) {
   if (wake)
     pbl__pool_wake(p); /* we are not joined yet: the async lives */
 }
-

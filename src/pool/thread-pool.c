@@ -146,8 +146,8 @@ int pbl_thread_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
   pbl__tpool *tp = pbl__calloc(1, sizeof(*tp));
   if (tp == NULL)
     return UV_ENOMEM;
-  tp->target = o != NULL && o->workers != 0 ? o->workers
-                                            : uv_available_parallelism();
+  tp->target =
+      o != NULL && o->workers != 0 ? o->workers : uv_available_parallelism();
   if (o != NULL) {
     tp->max_tasks = o->max_tasks;
     tp->init = o->init;

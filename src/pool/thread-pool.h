@@ -12,11 +12,11 @@ typedef struct pbl__tpool pbl__tpool;
 
 typedef struct pbl__tworker {
   pbl__tpool *tp;
-  uv_thread_t tid;             /* written under the pool lock */
-  QUEUE link;                  /* lock: tp->workers, while alive */
+  uv_thread_t tid;                  /* written under the pool lock */
+  QUEUE link;                       /* lock: tp->workers, while alive */
   struct pbl__tworker *zombie_next; /* lock: tp->zombies, once left */
-  pbl__pool_item *hand;        /* lock: the job it runs */
-  unsigned ran;                /* worker thread: tasks run, for max_tasks */
+  pbl__pool_item *hand;             /* lock: the job it runs */
+  unsigned ran; /* worker thread: tasks run, for max_tasks */
 } pbl__tworker;
 
 struct pbl__tpool {
@@ -27,12 +27,12 @@ struct pbl__tpool {
   void *init_arg;
   uv_cond_t work_cv; /* lock: idle workers wait here */
   /* lock */
-  unsigned alive;    /* started, not yet left */
-  unsigned idle;     /* waiting on work_cv */
-  unsigned woken;    /* of those, signalled and not yet awake */
-  unsigned starting; /* started, not yet looking for work (init) */
-  unsigned vacated;  /* slots left by retired or failed workers */
-  QUEUE workers;     /* alive */
+  unsigned alive;        /* started, not yet left */
+  unsigned idle;         /* waiting on work_cv */
+  unsigned woken;        /* of those, signalled and not yet awake */
+  unsigned starting;     /* started, not yet looking for work (init) */
+  unsigned vacated;      /* slots left by retired or failed workers */
+  QUEUE workers;         /* alive */
   pbl__tworker *zombies; /* left, not yet joined */
 };
 

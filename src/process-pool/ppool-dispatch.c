@@ -21,8 +21,8 @@ static const pbl__pworker_events worker_events = {
 
 /* Jobs in flight a worker may have: about PBL__PPOOL_BUDGET_NS of work. */
 static unsigned depth(const pbl__ppool *pp) {
-  uint64_t d = pp->job_ns > 0 ? 1 + PBL__PPOOL_BUDGET_NS / pp->job_ns
-                              : PBL__PPOOL_DEPTH;
+  uint64_t d =
+      pp->job_ns > 0 ? 1 + PBL__PPOOL_BUDGET_NS / pp->job_ns : PBL__PPOOL_DEPTH;
   if (d < PBL__PPOOL_MIN_DEPTH)
     d = PBL__PPOOL_MIN_DEPTH;
   return d < PBL__PPOOL_DEPTH ? (unsigned)d : PBL__PPOOL_DEPTH;
@@ -70,8 +70,8 @@ static void fill(pbl__ppool *pp, pbl__pworker *w) {
     }
     size_t k;
     unsigned left;
-    pbl__pool_item *job = prune(pbl__pool_take_job(p, &k), &skipped,
-                                &nskipped, &left);
+    pbl__pool_item *job =
+        prune(pbl__pool_take_job(p, &k), &skipped, &nskipped, &left);
     if (job == NULL)
       continue;
     w->sent += left;
@@ -123,12 +123,11 @@ static void on_backoff(uv_timer_t *timer) {
 
 /* lock: the next start waits until next_start_ns. */
 static void arm_backoff(pbl__ppool *pp, uint64_t now) {
-  if (pp->backoff_open ||
-      uv_timer_init(pp->base.loop->uv, &pp->backoff) != 0)
+  if (pp->backoff_open || uv_timer_init(pp->base.loop->uv, &pp->backoff) != 0)
     return; /* without a timer the next dispatch starts it */
   pp->backoff_open = true;
   pp->backoff.data = pp;
-  pp->base.unjoined++; /* closed before the pool is done */
+  pp->base.unjoined++;                   /* closed before the pool is done */
   uv_unref((uv_handle_t *)&pp->backoff); /* the queued tasks keep the loop */
   pbl__timer_start(&pp->backoff, on_backoff,
                    (pp->next_start_ns - now + MS - 1) / MS);
@@ -152,8 +151,8 @@ static unsigned start_workers(pbl__ppool *pp) {
         room += PBL__PPOOL_MIN_DEPTH - w->njobs;
     }
     if (p->jobs > room) {
-      size_t need = (p->jobs - room + PBL__PPOOL_MIN_DEPTH - 1) /
-                    PBL__PPOOL_MIN_DEPTH;
+      size_t need =
+          (p->jobs - room + PBL__PPOOL_MIN_DEPTH - 1) / PBL__PPOOL_MIN_DEPTH;
       size_t free_slots = pp->target - pp->slots;
       n = (unsigned)(need < free_slots ? need : free_slots);
     }
@@ -176,7 +175,7 @@ static unsigned start_workers(pbl__ppool *pp) {
              pbl_strerror(err));
     uv_mutex_lock(&p->lock);
     pp->slots -= n0 - i - 1; /* the starts not tried */
-    if (pp->slots == 0) {   /* nobody will run the queue: no task hangs */
+    if (pp->slots == 0) {    /* nobody will run the queue: no task hangs */
       pp->starts_blocked = true;
       if (pbl__pool_fail_queued(p, err, err, msg))
         pbl__pool_wake(p);
@@ -233,4 +232,3 @@ void pbl__ppool_dispatch(pbl__ppool *pp) {
   } while (pp->redispatch);
   pp->dispatching = false;
 }
-

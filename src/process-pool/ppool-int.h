@@ -79,10 +79,11 @@
 #include "pool/pool.h"
 #include "process/process.h"
 
-#define PBL__PPOOL_DEPTH 64     /* most jobs in flight per worker */
-#define PBL__PPOOL_MIN_DEPTH 2  /* fewest: one running, one on its way */
+#define PBL__PPOOL_DEPTH 64         /* most jobs in flight per worker */
+#define PBL__PPOOL_MIN_DEPTH 2      /* fewest: one running, one on its way */
 #define PBL__PPOOL_BUDGET_NS 200000 /* work in flight per worker */
-#define PBL__PPOOL_INIT_TAG 0 /* the initializer's call; task ids start at 1 */
+/* The initializer's call; task ids start at 1. */
+#define PBL__PPOOL_INIT_TAG 0
 
 typedef struct pbl__ppool pbl__ppool;
 typedef struct pbl__pwrite pbl__pwrite;
@@ -109,66 +110,65 @@ typedef enum {
 typedef struct pbl__pworker {
   pbl__ppool *pp;
   const pbl__pworker_events *ev; /* the dispatch's */
-  pbl__child *child;  /* loop; NULL once every handle closed */
-  QUEUE link;         /* pp->workers: insert and remove under lock */
-  pbl__wire_reader rd; /* loop */
+  pbl__child *child;             /* loop; NULL once every handle closed */
+  QUEUE link;                    /* pp->workers: insert and remove under lock */
+  pbl__wire_reader rd;           /* loop */
   /* Jobs in flight, oldest first: jobs[(first + i) % DEPTH] for i <
    * njobs, each a chain of items (next) not yet answered. Added under
    * lock, taken off under done. */
   pbl__pool_item *jobs[PBL__PPOOL_DEPTH];
   unsigned first, njobs;
-  unsigned sent;      /* loop: tasks sent, for max_tasks */
+  unsigned sent;         /* loop: tasks sent, for max_tasks */
   uint64_t job_start_ns; /* loop: when its oldest job started */
   int pid;
-  uint8_t state;      /* loop: pbl__pw_state */
-  bool slot;          /* loop: holds a slot (lock to change the count) */
-  bool answered;      /* loop: it answered once: it started fine */
-  bool reading;       /* loop */
-  bool init_timer_open; /* loop: init_timer is initialised, not closed */
-  bool wr_check_open; /* loop: wr_check is initialised, not closed */
-  bool wr_broken;     /* loop: a write failed: wr_done is final */
-  bool wr_nomem;      /* loop: killed for want of memory to write to it */
-  bool unread;        /* loop: it closed its channel with bytes we sent
-                         still unread (ECONNRESET): at least the last */
-  unsigned own;       /* loop: handles of w's own not yet closed */
-  unsigned wr_reqs;   /* loop: uv_writes queued, not yet called back */
-  uint64_t wr_queued; /* loop: bytes handed to the channel, ever */
-  uint64_t wr_done;   /* loop: of those, known in the worker's socket */
-  pbl__pwrite *spare; /* loop: a finished write kept for the next */
+  uint8_t state;         /* loop: pbl__pw_state */
+  bool slot;             /* loop: holds a slot (lock to change the count) */
+  bool answered;         /* loop: it answered once: it started fine */
+  bool reading;          /* loop */
+  bool init_timer_open;  /* loop: init_timer is initialised, not closed */
+  bool wr_check_open;    /* loop: wr_check is initialised, not closed */
+  bool wr_broken;        /* loop: a write failed: wr_done is final */
+  bool wr_nomem;         /* loop: killed for want of memory to write to it */
+  bool unread;           /* loop: it closed its channel with bytes we sent
+                            still unread (ECONNRESET): at least the last */
+  unsigned own;          /* loop: handles of w's own not yet closed */
+  unsigned wr_reqs;      /* loop: uv_writes queued, not yet called back */
+  uint64_t wr_queued;    /* loop: bytes handed to the channel, ever */
+  uint64_t wr_done;      /* loop: of those, known in the worker's socket */
+  pbl__pwrite *spare;    /* loop: a finished write kept for the next */
   uv_timer_t init_timer; /* loop: init_timeout_ms while STARTING */
   uv_check_t wr_check;   /* loop: reads wr_done while writes are queued */
 } pbl__pworker;
 
 struct pbl__ppool {
-  pbl_pool_t base;    /* first: a process pool is a pbl_pool_t */
-  unsigned target;    /* workers */
+  pbl_pool_t base; /* first: a process pool is a pbl_pool_t */
+  unsigned target; /* workers */
   unsigned max_tasks;
   uint64_t grace_ms;
   uint64_t init_timeout_ms; /* 0: none */
-  char *worker_path;  /* NULL: this program */
-  const char *init_name; /* the initializer's registry name, or NULL */
+  char *worker_path;        /* NULL: this program */
+  const char *init_name;    /* the initializer's registry name, or NULL */
   void *init_in;
   size_t init_len;
   /* lock */
-  unsigned slots;     /* workers holding a slot */
-  unsigned vacated;   /* slots given back: the next starts are respawns */
+  unsigned slots;      /* workers holding a slot */
+  unsigned vacated;    /* slots given back: the next starts are respawns */
   bool starts_blocked; /* until a task arrives: no worker starts */
-  QUEUE workers;      /* every worker not yet closed */
+  QUEUE workers;       /* every worker not yet closed */
   /* loop */
-  unsigned early_deaths; /* in a row: died before answering anything */
+  unsigned early_deaths;  /* in a row: died before answering anything */
   uint64_t next_start_ns; /* no start before (backoff) */
-  uv_timer_t backoff; /* open while a delayed start waits; counted in
-                         base.unjoined until closed */
+  uv_timer_t backoff;     /* open while a delayed start waits; counted in
+                             base.unjoined until closed */
   bool backoff_open;
   pbl__pool_waits waits; /* queue waits not yet published */
-  uint64_t job_ns;    /* moving average of a job's time on its worker */
+  uint64_t job_ns;       /* moving average of a job's time on its worker */
   bool dispatching, redispatch; /* dispatch is running; run it again */
 };
 
 /* Every worker of pp not yet closed; q is the link. */
-#define PBL__PPOOL_EACH(q, pp)                                               \
-  for ((q) = QUEUE_HEAD(&(pp)->workers); (q) != &(pp)->workers;            \
-       (q) = (q)->next)
+#define PBL__PPOOL_EACH(q, pp)                                                 \
+  for ((q) = QUEUE_HEAD(&(pp)->workers); (q) != &(pp)->workers; (q) = (q)->next)
 
 /* A process pool task. */
 typedef struct pbl__pitem {
@@ -177,10 +177,10 @@ typedef struct pbl__pitem {
   const char *fn_name; /* the registry's */
   void *in;            /* the copied input, until destroyed */
   size_t in_len;
-  pbl__pworker *w;     /* loop: the worker it is in flight on, or NULL */
-  uint64_t frame_end;  /* loop: where its call ends in w's channel */
-  bool cancel_sent;    /* loop: w was told to drop it (CANCEL) */
-  bool skipped;        /* loop: w dropped it: it never ran */
+  pbl__pworker *w;    /* loop: the worker it is in flight on, or NULL */
+  uint64_t frame_end; /* loop: where its call ends in w's channel */
+  bool cancel_sent;   /* loop: w was told to drop it (CANCEL) */
+  bool skipped;       /* loop: w dropped it: it never ran */
 } pbl__pitem;
 
 /* ppool-dispatch.c, loop thread: hands queued jobs to workers and starts
@@ -247,8 +247,8 @@ static inline void pbl__pworker_leave(pbl__pool_item *it) {
 
 /* done: hands items to the pool and wakes its drain (items are live: the
  * async is not closing). */
-static inline void pbl__ppool_finish_locked(pbl_pool_t *p,
-                                            pbl__pool_item *head, size_t n) {
+static inline void pbl__ppool_finish_locked(pbl_pool_t *p, pbl__pool_item *head,
+                                            size_t n) {
   if (pbl__pool_finish(p, head, n))
     pbl__pool_wake(p);
 }

@@ -101,7 +101,7 @@ void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {
   pbl__child_ref(w->child, true); /* reaped before uv_run() returns */
   pbl__child_kill(w->child, grace_ms);
   pbl__child_close(w->child); /* its pipes now; the rest once reaped */
-  w->ev->on_change(w->pp); /* a replacement, the requeued jobs */
+  w->ev->on_change(w->pp);    /* a replacement, the requeued jobs */
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -175,8 +175,7 @@ void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
       words = NULL;
     }
     pbl__task_unlock(t);
-    pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL,
-                  PBL__DELIVER_LATER);
+    pbl__task_end(t, PBL_EXPIRED, PBL_EEXPIRED, NULL, NULL, PBL__DELIVER_LATER);
   }
   pbl__free(words);
   w->state = PBL__PW_DYING;

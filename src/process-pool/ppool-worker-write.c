@@ -148,7 +148,7 @@ static void on_written(uv_write_t *req, int status) {
 /* Notes the frame just added to the batch (pi: its call's item). */
 static int add_frame(pbl__pwrite *wr, pbl__pitem *pi) {
   int err = pbl__grow((void **)&wr->frames, &wr->cap, wr->nframes + 1,
-                 sizeof(*wr->frames));
+                      sizeof(*wr->frames));
   if (err != 0)
     return err;
   wr->frames[wr->nframes++] = (pframe){pbl__wire_batch_size(&wr->b), pi};
@@ -245,8 +245,8 @@ void pbl__pworker_send_init(pbl__pworker *w) {
     write_failed(w, UV_ENOMEM);
     return;
   }
-  int err = pbl__wire_batch_call(&wr->b, PBL__PPOOL_INIT_TAG, 0,
-                                 pp->init_name, pp->init_in, pp->init_len);
+  int err = pbl__wire_batch_call(&wr->b, PBL__PPOOL_INIT_TAG, 0, pp->init_name,
+                                 pp->init_in, pp->init_len);
   pwrite_go(w, wr, err != 0 ? err : add_frame(wr, NULL));
 }
 

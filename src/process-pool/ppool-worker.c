@@ -1,6 +1,6 @@
 /* A process pool's worker, parent side: start, read answers, exit and
- * close (writing to it is ppool-worker-write.c, how it ends ppool-worker-end.c). Loop
- * thread only. See ppool-int.h for the design notes.
+ * close (writing to it is ppool-worker-write.c, how it ends
+ * ppool-worker-end.c). Loop thread only. See ppool-int.h for the design notes.
  */
 #include <stdio.h>
 #include <string.h>

@@ -144,8 +144,8 @@ int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
   pbl__ppool *pp = pbl__calloc(1, sizeof(*pp));
   if (pp == NULL)
     return UV_ENOMEM;
-  pp->target = o != NULL && o->workers != 0 ? o->workers
-                                            : uv_available_parallelism();
+  pp->target =
+      o != NULL && o->workers != 0 ? o->workers : uv_available_parallelism();
   pp->grace_ms = o != NULL && o->kill_grace_ms > 0 ? (uint64_t)o->kill_grace_ms
                                                    : PBL__KILL_GRACE_MS;
   pp->init_name = init_name;
@@ -204,8 +204,7 @@ static int check(pbl_pool_t *p, pbl_process_fn fn, const pbl_task_opts *opts,
 }
 
 int pbl_pool_process(pbl_pool_t *p, pbl_process_fn fn, const void *in,
-                     size_t len, const pbl_task_opts *opts,
-                     pbl_task_t **task) {
+                     size_t len, const pbl_task_opts *opts, pbl_task_t **task) {
   const char *name;
   int err = check(p, fn, opts, &name);
   if (err == 0 && in == NULL && len > 0)

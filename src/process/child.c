@@ -14,7 +14,7 @@
 #define NPIPES 4
 
 struct pbl__child {
-  pbl__reaped reaped; /* in the binding's reaper until reaped */
+  pbl__reaped reaped;      /* in the binding's reaper until reaped */
   uv_pipe_t pipes[NPIPES]; /* index: the child's fd */
   uv_timer_t grace;
   bool pipe_open[NPIPES]; /* initialised, uv_close not yet called */

@@ -159,9 +159,9 @@ static int plan_attrs(posix_spawnattr_t *attr) {
   if (err == 0)
     err = posix_spawnattr_setsigmask(attr, &none);
   if (err == 0)
-    err = posix_spawnattr_setflags(
-        attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF |
-                  POSIX_SPAWN_SETSIGMASK);
+    err = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSID |
+                                             POSIX_SPAWN_SETSIGDEF |
+                                             POSIX_SPAWN_SETSIGMASK);
   return err;
 }
 

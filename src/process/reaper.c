@@ -9,12 +9,12 @@
 
 struct pbl__reaper {
   uv_signal_t sig;
-  QUEUE children;      /* pbl__reaped, started or about to be */
-  size_t n, nref;      /* in children; of those, ref'd */
-  bool refd;           /* sig is ref'd */
-  bool scanning;       /* on_sigchld runs: close after it, not during */
-  pbl__reaper **slot;  /* the binding's pointer to us */
-  uv_thread_t thread;  /* the loop thread: everything here runs on it */
+  QUEUE children;     /* pbl__reaped, started or about to be */
+  size_t n, nref;     /* in children; of those, ref'd */
+  bool refd;          /* sig is ref'd */
+  bool scanning;      /* on_sigchld runs: close after it, not during */
+  pbl__reaper **slot; /* the binding's pointer to us */
+  uv_thread_t thread; /* the loop thread: everything here runs on it */
 };
 
 static void on_sig_closed(uv_handle_t *h) {

@@ -237,14 +237,13 @@ void pbl__wire_batch_reset(pbl__wire_batch *b) {
 static int put_inline(pbl__wire_batch *b, const void *p, size_t n) {
   if (n == 0)
     return 0;
-  int err =
-      pbl__grow((void **)&b->heads, &b->heads_cap, b->heads_len + n, 1);
+  int err = pbl__grow((void **)&b->heads, &b->heads_cap, b->heads_len + n, 1);
   if (err != 0)
     return err;
   pbl__wire_part *last = b->nparts > 0 ? &b->parts[b->nparts - 1] : NULL;
   if (last == NULL || last->data != NULL) {
     err = pbl__grow((void **)&b->parts, &b->parts_cap, b->nparts + 1,
-               sizeof(*b->parts));
+                    sizeof(*b->parts));
     if (err != 0)
       return err;
     last = &b->parts[b->nparts++];

@@ -154,9 +154,9 @@ static int flush(worker *w) {
 
 /* What a call gave, until its answer is written. */
 typedef struct {
-  pbl_buf out;  /* RESULT: malloc'd by the function */
-  char *msg;    /* FAIL: pbl_fail's words, or NULL */
-  int err;      /* 0: RESULT; else FAIL's end code */
+  pbl_buf out; /* RESULT: malloc'd by the function */
+  char *msg;   /* FAIL: pbl_fail's words, or NULL */
+  int err;     /* 0: RESULT; else FAIL's end code */
   int code;
   char generic[PBL__WIRE_NAME_MAX + 96];
 } outcome;

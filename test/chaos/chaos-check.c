@@ -47,8 +47,8 @@ static void print_kills(const chaos_record *e) {
   const chaos_pool *cp = e->pool;
   if (e->pid == 0 || cp == NULL)
     return;
-  printf("    (its pid %d, signal %d; its pool's kills from outside:",
-         e->pid, e->term_signal);
+  printf("    (its pid %d, signal %d; its pool's kills from outside:", e->pid,
+         e->term_signal);
   for (size_t i = 0; i < cp->n_kills && i < 16; i++)
     printf(" %d/%d", cp->kills[i].pid, cp->kills[i].sig);
   if (cp->n_kills == 0)
@@ -71,8 +71,7 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
                      0, NULL};
   invariant leaks = {"no fd, thread, child or zombie left", 0, NULL};
   /* A kind with no task at all means the run lost its reach. */
-  invariant reach = {"every kind of task ran (runs of 5 s and more)", 0,
-                     NULL};
+  invariant reach = {"every kind of task ran (runs of 5 s and more)", 0, NULL};
 
   for (const chaos_record *rec = chaos.records; rec != NULL; rec = rec->next) {
     tasks[rec->kind]++;

@@ -61,8 +61,8 @@ typedef struct chaos_record {
   uint64_t submit_ns;       /* uv_hrtime() before the call that made it */
   /* written by the callback, on the loop thread */
   uint64_t end_ns;
-  int pid;                   /* process kinds: pbl_task_pid at the end */
-  int term_signal;           /* pbl_task_term_signal at the end */
+  int pid;         /* process kinds: pbl_task_pid at the end */
+  int term_signal; /* pbl_task_term_signal at the end */
   int callbacks;
   bool off_loop; /* a callback ran on another thread */
   pbl_task_state end;
