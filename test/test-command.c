@@ -233,6 +233,28 @@ static void test_background_holds_output(void **state) {
   pbl_task_release(t);
 }
 
+/* Without kill_grace_ms a command's output is read for the default grace
+ * (1 s) after its exit, no less, and not until a process it left behind
+ * closes it (here 60 s later). */
+static void test_output_read_for_default_grace(void **state) {
+  F(state);
+  const char *argv[] = {"sh", "-c", "echo started; sleep 60 & exit 0", NULL};
+  pbl_task_t *t;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(pbl_spawn(f->pl, argv, NULL, &t), 0);
+  bool ended = pbl_test_run_until(&f->uv, task_ended, t, 30000);
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  int pid = pbl_task_pid(t);
+  if (pid > 0)
+    (void)kill(-pid, SIGKILL); /* the background sleep, in the group */
+  assert_true(ended);          /* within 30 s: not when the sleep ends */
+  assert_true(ms >= 1000);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  assert_out(t, "started\n");
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  pbl_task_release(t);
+}
+
 static bool past(void *deadline_ns) {
   return uv_hrtime() >= *(uint64_t *)deadline_ns;
 }
@@ -311,6 +333,7 @@ int main(void) {
       T(test_cancel_kills_group),
       T(test_background_holds_output),
       T(test_timeout_in_grace_after_exit),
+      T(test_output_read_for_default_grace),
       T(test_bad_input),
       T(test_copies),
   };

@@ -229,6 +229,36 @@ static void test_child_signals_default(void **state) {
     assert_true(after.sa_handler == before.sa_handler);
 }
 
+static void own_sigpipe(int sig) {
+  (void)sig;
+}
+
+/* A program's own SIGPIPE handler is left as it is by the library (which
+ * only ignores SIGPIPE when it has the default action); its children
+ * still start with the default action. First in this program, before any
+ * process start settles the choice for the whole process. */
+static void test_own_sigpipe_handler_kept(void **state) {
+  F(state);
+  struct sigaction sa = {.sa_handler = own_sigpipe};
+  sigemptyset(&sa.sa_mask);
+  assert_int_equal(sigaction(SIGPIPE, &sa, NULL), 0);
+  const char *argv[] = {"grep", "-E", "^Sig(Ign|Cgt)", "/proc/self/status",
+                        NULL};
+  pbl_task_t *t = command(f, argv, NULL);
+  assert_int_equal(pbl_task_state_of(t), PBL_DONE);
+  size_t len;
+  const char *out = pbl_task_stdout(t, &len);
+  uint64_t pipe_bit = 1ull << (SIGPIPE - 1);
+  assert_int_equal(sig_field(out, len, "SigIgn:") & pipe_bit, 0);
+  assert_int_equal(sig_field(out, len, "SigCgt:") & pipe_bit, 0);
+  pbl_task_release(t);
+  struct sigaction now;
+  assert_int_equal(sigaction(SIGPIPE, NULL, &now), 0);
+  assert_true(now.sa_handler == own_sigpipe);
+  /* Kept for the rest of the program: a write to a dead child then fails
+   * with EPIPE, as with SIG_IGN. */
+}
+
 /* ---- finding the program ---- */
 
 static int start_error(pbl_test_fixture *f, const char *const argv[],
@@ -411,6 +441,7 @@ static void test_linger_from_exit(void **state) {
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   const struct CMUnitTest tests[] = {
+      T(test_own_sigpipe_handler_kept), /* first: see there */
       T(test_big_parent),
       T(test_own_uv_spawn_beside),
       T(test_command_gets_no_other_fd),

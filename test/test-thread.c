@@ -242,7 +242,7 @@ static void test_timeout_ends_a_running_task(void **state) {
   assert_int_equal(pbl_thread(f->pl, wait_then_probe, &p, &o, &t), 0);
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   uint64_t ms = (uv_hrtime() - t0) / 1000000u;
-  assert_true(ms >= 49);
+  assert_true(ms >= 50); /* never before the time asked for */
   assert_int_equal(pbl_task_state_of(t), PBL_TIMED_OUT);
   assert_string_equal(pbl_task_message(t), "timed out");
   void *result = NULL;
