@@ -255,6 +255,7 @@ int main(int argc, char **argv) {
   if (workers > MAX_WORKERS)
     workers = MAX_WORKERS;
 
+  (void)bench_steady_heap("bench-pool-process");
   uv_loop_t uv;
   BENCH_CHECK(uv_loop_init(&uv));
   pbl_loop_t *pl;

@@ -199,6 +199,7 @@ int main(int argc, char **argv) {
   setenv("UV_THREADPOOL_SIZE", "2", 0); /* read by libuv at first use */
   unsigned workers = bench_pool_size();
 
+  (void)bench_steady_heap("bench-pool-thread");
   uv_loop_t uv;
   BENCH_CHECK(uv_loop_init(&uv));
   pbl_loop_t *pl;

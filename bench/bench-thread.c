@@ -40,6 +40,7 @@ int main(int argc, char **argv) {
   };
   if (b.samples < 10)
     b.samples = 10;
+  (void)bench_steady_heap("bench-thread");
   uv_loop_t uv;
   BENCH_CHECK(uv_loop_init(&uv));
   b.uv = &uv;

@@ -1,5 +1,7 @@
 /* Statistics and environment helpers for the benchmarks. */
+#include <malloc.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -80,4 +82,21 @@ unsigned bench_pool_size(void) {
   if (n == 0)
     n = 1;
   return n > 1024 ? 1024 : n;
+}
+
+int bench_steady_heap(const char *who) {
+  const char *def = getenv("BENCH_DEFAULT_MALLOC");
+  if (def != NULL && strcmp(def, "1") == 0) {
+    printf("%s: heap: glibc's malloc defaults (BENCH_DEFAULT_MALLOC=1),"
+           " figures for information only\n",
+           who);
+    return 0;
+  }
+  int ok = mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 &&
+           mallopt(M_TOP_PAD, 64 << 20) == 1;
+  printf("%s: heap: steady state for both sides (mallopt M_TRIM_THRESHOLD"
+         " 1 GiB, M_TOP_PAD 64 MiB)%s; BENCH_DEFAULT_MALLOC=1 for glibc's"
+         " defaults\n",
+         who, ok ? "" : " FAILED");
+  return ok;
 }

@@ -53,4 +53,12 @@ void bench_ratio(const char *name, double ours, double base);
  * UV_THREADPOOL_SIZE once, at its first use, with these rules. */
 unsigned bench_pool_size(void);
 
+/* Puts the heap in steady state for both sides of every comparison: glibc
+ * neither trims the heap when a burst's requests are freed nor grows it by
+ * less than 64 MiB, so no round page-faults back what the last one gave
+ * away (issue 14, item 4). Prints what it did. With BENCH_DEFAULT_MALLOC=1
+ * in the environment it leaves glibc's defaults, for the default-malloc
+ * figures shown for information. Returns 1 if it set steady state. */
+int bench_steady_heap(const char *who);
+
 #endif /* PBL_BENCH_H */
