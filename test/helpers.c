@@ -482,3 +482,17 @@ bool pbl_test_gate_wait_entered(pbl_test_gate *g, int n, int64_t timeout_ms) {
   uv_mutex_unlock(&g->mu);
   return ok;
 }
+
+void pbl_test_assert_stdout(const pbl_task_t *t, const char *want) {
+  size_t len;
+  const void *p = pbl_task_stdout(t, &len);
+  assert_int_equal(len, strlen(want));
+  if (len > 0)
+    assert_memory_equal(p, want, len);
+}
+
+void pbl_test_busy_ms(uint64_t ms) {
+  uint64_t start = uv_hrtime();
+  while (uv_hrtime() - start < ms * 1000000)
+    ;
+}

@@ -83,6 +83,12 @@ const char *pbl_test_fixture_path(void);
  * reaped); a predicate for pbl_test_run_until. */
 bool pbl_test_pid_gone(void *pid);
 
+/* Asserts that command t captured exactly `want` on its stdout. */
+void pbl_test_assert_stdout(const pbl_task_t *t, const char *want);
+/* Keeps this thread busy for ms of real time without a loop turn: what a
+ * server's long request does to its loop's cached clock, or a slow start. */
+void pbl_test_busy_ms(uint64_t ms);
+
 /* Runs the loop until pred(arg) is true, at most timeout_ms; a guard
  * timer keeps the loop polling meanwhile. Returns pred's final value. */
 bool pbl_test_run_until(uv_loop_t *loop, bool (*pred)(void *arg), void *arg,

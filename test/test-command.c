@@ -18,14 +18,6 @@ static pbl_task_t *run(pbl_test_fixture *f, const char *const argv[],
   return t;
 }
 
-static void assert_out(const pbl_task_t *t, const char *want) {
-  size_t len;
-  const void *p = pbl_task_stdout(t, &len);
-  assert_int_equal(len, strlen(want));
-  if (len > 0)
-    assert_memory_equal(p, want, len);
-}
-
 static void test_exit_zero_is_done(void **state) {
   F(state);
   const char *argv[] = {"sh", "-c", "echo out; echo err >&2", NULL};
@@ -34,7 +26,7 @@ static void test_exit_zero_is_done(void **state) {
   assert_int_equal(pbl_task_get(t, 0, NULL), 0);
   assert_int_equal(pbl_task_exit_status(t), 0);
   assert_true(pbl_task_pid(t) > 0);
-  assert_out(t, "out\n");
+  pbl_test_assert_stdout(t, "out\n");
   size_t len;
   const void *e = pbl_task_stderr(t, &len);
   assert_int_equal(len, 4);
@@ -53,7 +45,8 @@ static void test_exit_codes_fail(void **state) {
   assert_int_equal(pbl_task_fail_code(t), 3);
   assert_int_equal(pbl_task_term_signal(t), 0);
   assert_non_null(strstr(pbl_task_message(t), "exited with status 3"));
-  assert_out(t, "partial\n"); /* output of a failed command is kept */
+  pbl_test_assert_stdout(t,
+                         "partial\n"); /* output of a failed command is kept */
   pbl_task_release(t);
 }
 
@@ -124,7 +117,7 @@ static void test_stdin(void **state) {
   pbl_spawn_opts o = {.stdin_data = "hello", .stdin_len = 5};
   pbl_task_t *t = run(f, cat, &o);
   assert_int_equal(pbl_task_error(t), 0);
-  assert_out(t, "hello");
+  pbl_test_assert_stdout(t, "hello");
   pbl_task_release(t);
 
   /* 8 MiB in while 8 MiB come out: neither side stalls the other. */
@@ -151,7 +144,7 @@ static void test_stdin(void **state) {
   /* No stdin data: the command reads an empty stdin. */
   const char *wc[] = {"wc", "-c", NULL};
   t = run(f, wc, NULL);
-  assert_out(t, "0\n");
+  pbl_test_assert_stdout(t, "0\n");
   pbl_task_release(t);
 }
 
@@ -162,7 +155,7 @@ static void test_env_and_cwd(void **state) {
   pbl_spawn_opts o = {.env = env, .cwd = "/tmp"};
   pbl_task_t *t = run(f, argv, &o);
   assert_int_equal(pbl_task_error(t), 0);
-  assert_out(t, "forty-two:/tmp\n");
+  pbl_test_assert_stdout(t, "forty-two:/tmp\n");
   pbl_task_release(t);
 }
 
@@ -228,7 +221,7 @@ static void test_background_holds_output(void **state) {
   assert_true(ended);
   assert_int_equal(pbl_task_state_of(t), PBL_DONE);
   assert_int_equal(pbl_task_exit_status(t), 0);
-  assert_out(t, "started\n");
+  pbl_test_assert_stdout(t, "started\n");
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   pbl_task_release(t);
 }
@@ -250,7 +243,7 @@ static void test_output_read_for_default_grace(void **state) {
   assert_true(ended);          /* within 30 s: not when the sleep ends */
   assert_true(ms >= 1000);
   assert_int_equal(pbl_task_state_of(t), PBL_DONE);
-  assert_out(t, "started\n");
+  pbl_test_assert_stdout(t, "started\n");
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   pbl_task_release(t);
 }
@@ -281,7 +274,7 @@ static void test_timeout_in_grace_after_exit(void **state) {
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   assert_int_equal(pbl_task_state_of(t), PBL_DONE);
   assert_int_equal(pbl_task_exit_status(t), 0);
-  assert_out(t, "started\n");
+  pbl_test_assert_stdout(t, "started\n");
   pbl_task_release(t);
 }
 
@@ -315,7 +308,7 @@ static void test_copies(void **state) {
   memset(arg, 0, sizeof(arg));
   memset(var, 0, sizeof(var));
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
-  assert_out(t, "copied\n");
+  pbl_test_assert_stdout(t, "copied\n");
   pbl_task_release(t);
 }
 

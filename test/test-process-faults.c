@@ -39,9 +39,7 @@ int __wrap_posix_spawn(pid_t *pid, const char *path,
                        char *const envp[]) {
   if (fail_spawn != 0)
     return -fail_spawn;
-  uint64_t start = uv_hrtime();
-  while (uv_hrtime() - start < (uint64_t)slow_spawn_ms * 1000000)
-    ;
+  pbl_test_busy_ms(slow_spawn_ms);
   int err = __real_posix_spawn(pid, path, fa, attr, argv, envp);
   spawned_ns = uv_hrtime();
   return err;

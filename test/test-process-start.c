@@ -15,14 +15,6 @@
 #include "helpers.h"
 #include "process-fns.h"
 
-static void assert_out(const pbl_task_t *t, const char *want) {
-  size_t len;
-  const void *p = pbl_task_stdout(t, &len);
-  assert_int_equal(len, strlen(want));
-  if (len > 0)
-    assert_memory_equal(p, want, len);
-}
-
 static pbl_task_t *command(pbl_test_fixture *f, const char *const argv[],
                            const pbl_spawn_opts *o) {
   pbl_task_t *t = NULL;
@@ -49,6 +41,13 @@ static char *big_heap(size_t *len) {
 
 #define ROUNDS 5
 
+static void close_and_free(pbl_test_fixture *f, pbl_pool_t *pool) {
+  assert_int_equal(pbl_pool_close(pool), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(pbl_pool_join(pool, 0), 0);
+  pbl_pool_free(pool);
+}
+
 static void test_big_parent(void **state) {
   F(state);
   size_t len;
@@ -72,7 +71,7 @@ static void test_big_parent(void **state) {
     assert_memory_equal(pbl_task_bytes(tasks[i], &n), "abc", 3);
     assert_int_equal(pbl_task_state_of(cmds[i]), PBL_FAILED);
     assert_int_equal(pbl_task_exit_status(cmds[i]), 3);
-    assert_out(cmds[i], "hi\n");
+    pbl_test_assert_stdout(cmds[i], "hi\n");
     assert_int_equal(pbl_task_state_of(pooled[i]), PBL_DONE);
     const int32_t *pid = pbl_task_bytes(pooled[i], &n);
     assert_int_equal(n, sizeof(*pid));
@@ -84,10 +83,7 @@ static void test_big_parent(void **state) {
   assert_int_equal(pbl_pool_stats(pool, &st), 0);
   assert_int_equal(st.done, ROUNDS);
   assert_int_equal(st.respawned, ROUNDS - 1);
-  assert_int_equal(pbl_pool_close(pool), 0);
-  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
-  assert_int_equal(pbl_pool_join(pool, 0), 0);
-  pbl_pool_free(pool);
+  close_and_free(f, pool);
   for (int i = 0; i < ROUNDS; i++) {
     pbl_task_release(tasks[i]);
     pbl_task_release(cmds[i]);
@@ -178,7 +174,7 @@ static void test_command_gets_no_other_fd(void **state) {
   close(pipefd[0]);
   close(pipefd[1]);
   assert_int_equal(pbl_task_state_of(t), PBL_DONE);
-  assert_out(t, "0\n1\n2\n3\n");
+  pbl_test_assert_stdout(t, "0\n1\n2\n3\n");
   pbl_task_release(t);
 }
 
@@ -319,10 +315,14 @@ static void on_stamp(pbl_task_t *t, void *data) {
 #define TIMEOUT_MS 1000
 
 static uint64_t stale_clock(void) {
-  uint64_t start = uv_hrtime();
-  while (uv_hrtime() - start < (uint64_t)STALE_MS * 1000000)
-    ;
+  pbl_test_busy_ms(STALE_MS);
   return uv_hrtime();
+}
+
+/* The callback comes on a later turn than the end. */
+static void run_until_called(pbl_test_fixture *f, const stamp *s) {
+  while (s->ended_ns == 0)
+    uv_run(&f->uv, UV_RUN_ONCE);
 }
 
 static uint64_t elapsed_ms(const stamp *s) {
@@ -370,15 +370,11 @@ static void test_pool_timeout_from_call(void **state) {
   uv_run(&f->uv, UV_RUN_NOWAIT);
   s.called_ns = stale_clock();
   assert_int_equal(pbl_pool_process(pool, fn_sleep, NULL, 0, &o, &t), 0);
-  while (s.ended_ns == 0) /* the callback, on a later turn than the end */
-    uv_run(&f->uv, UV_RUN_ONCE);
+  run_until_called(f, &s);
   assert_int_equal(pbl_task_state_of(t), PBL_TIMED_OUT);
   assert_true(elapsed_ms(&s) >= TIMEOUT_MS);
   pbl_task_release(t);
-  assert_int_equal(pbl_pool_close(pool), 0);
-  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
-  assert_int_equal(pbl_pool_join(pool, 0), 0);
-  pbl_pool_free(pool);
+  close_and_free(f, pool);
 }
 
 /* The initializer's limit counts from its worker's start, after the
@@ -402,16 +398,12 @@ static void test_init_timeout_from_call(void **state) {
   uv_run(&f->uv, UV_RUN_NOWAIT);
   s.called_ns = stale_clock();
   assert_int_equal(pbl_pool_process(pool, fn_echo, "x", 1, &o, &t), 0);
-  while (s.ended_ns == 0) /* the callback, on a later turn than the end */
-    uv_run(&f->uv, UV_RUN_ONCE);
+  run_until_called(f, &s);
   unlink(flag);
   assert_int_equal(pbl_task_state_of(t), PBL_FAILED);
   assert_true(elapsed_ms(&s) >= TIMEOUT_MS);
   pbl_task_release(t);
-  assert_int_equal(pbl_pool_close(pool), 0);
-  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
-  assert_int_equal(pbl_pool_join(pool, 0), 0);
-  pbl_pool_free(pool);
+  close_and_free(f, pool);
 }
 
 /* A command that exited with its output held by a process it left
@@ -426,14 +418,13 @@ static void test_linger_from_exit(void **state) {
   uv_run(&f->uv, UV_RUN_NOWAIT);
   s.called_ns = stale_clock();
   assert_int_equal(pbl_spawn(f->pl, argv, &o, &t), 0);
-  while (s.ended_ns == 0) /* the callback, on a later turn than the end */
-    uv_run(&f->uv, UV_RUN_ONCE);
+  run_until_called(f, &s);
   int pid = pbl_task_pid(t);
   assert_true(pid > 0);
   (void)kill(-pid, SIGKILL); /* the background sleep, in the group */
   assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
   assert_int_equal(pbl_task_state_of(t), PBL_DONE);
-  assert_out(t, "started\n");
+  pbl_test_assert_stdout(t, "started\n");
   assert_true(elapsed_ms(&s) >= TIMEOUT_MS);
   pbl_task_release(t);
 }
