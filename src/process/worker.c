@@ -373,10 +373,12 @@ static void serve(long parent) {
     int err = put_answer(&w, c->tag, &o);
     if (err != 0)
       die(PBL__WORKER_EXIT_SETUP, pbl_strerror(err));
-    flush_or_exit(&w); /* before o's output goes */
-    outcome_free(&o);
+    /* The call goes before the flush, which may exit (parent gone): the
+     * answer holds its tag only. o's output stays until sent. */
     bool last = c->flags & PBL__WIRE_F_LAST;
     call_free(&w, c);
+    flush_or_exit(&w);
+    outcome_free(&o);
     if (last)
       exit(0); /* exit(), not _exit(): the task's stdio buffers flush */
   }
