@@ -66,9 +66,20 @@ typedef struct call {
   size_t len;
 } call;
 
+/* What a call gave, until its answer is written. */
+typedef struct {
+  pbl_buf out; /* RESULT: malloc'd by the function */
+  char *msg;   /* FAIL: pbl_fail's words, or NULL */
+  int err;     /* 0: RESULT; else FAIL's end code */
+  int code;
+  char generic[PBL__WIRE_NAME_MAX + 96];
+} outcome;
+
 typedef struct {
   int fd;
   pbl__wire_batch out; /* answers not yet written */
+  call *running;       /* the call being run, if any */
+  outcome *answering;  /* the outcome out references, until written */
   call *head, **tail;  /* calls read, in order */
   size_t held;         /* their payload bytes */
   uint64_t read_ns;    /* uv_hrtime() of the last read */
@@ -88,9 +99,45 @@ static bool run_cancelled(pbl__run_ctx *c) {
   return false; /* a cancelled process task is killed, not told */
 }
 
+/* The worker being served. Static, so that what it holds stays reachable
+ * when a signal ends the worker mid-call (a timeout's SIGTERM), and every
+ * exit frees it: a worker ends with calls queued when its parent goes,
+ * and a leak checker tracing children reports what exit() left. */
+static worker the_worker;
+static pbl__wire_reader the_reader;
+static worker *serving_worker;
+static pbl__wire_reader *serving_reader;
+
+static void outcome_free(outcome *o);
+
+/* exit(), not _exit(): the task's stdio buffers flush. */
+static void leave(int code) {
+  worker *w = serving_worker;
+  if (w != NULL) {
+    while (w->head != NULL) {
+      call *c = w->head;
+      w->head = c->next;
+      pbl__free(c->payload);
+      pbl__free(c);
+    }
+    if (w->running != NULL) {
+      pbl__free(w->running->payload);
+      pbl__free(w->running);
+    }
+    if (w->answering != NULL)
+      outcome_free(w->answering);
+    pbl__wire_batch_free(&w->out);
+    serving_worker = NULL;
+  }
+  if (serving_reader != NULL)
+    pbl__wire_reader_free(serving_reader);
+  serving_reader = NULL;
+  exit(code);
+}
+
 static void die(int code, const char *what) {
   fprintf(stderr, "pebble worker %ld: %s\n", (long)getpid(), what);
-  exit(code);
+  leave(code);
 }
 
 /* Closes every fd above the channel. */
@@ -152,15 +199,6 @@ static int flush(worker *w) {
   return 0;
 }
 
-/* What a call gave, until its answer is written. */
-typedef struct {
-  pbl_buf out; /* RESULT: malloc'd by the function */
-  char *msg;   /* FAIL: pbl_fail's words, or NULL */
-  int err;     /* 0: RESULT; else FAIL's end code */
-  int code;
-  char generic[PBL__WIRE_NAME_MAX + 96];
-} outcome;
-
 /* Runs one call; frees its input. */
 static void run_call(call *c, outcome *o) {
   memset(o, 0, sizeof(*o));
@@ -203,6 +241,8 @@ static int put_answer(worker *w, uint64_t tag, const outcome *o) {
 static void outcome_free(outcome *o) {
   pbl__free(o->msg);
   free(o->out.data); /* malloc'd by the function */
+  o->msg = NULL;
+  o->out.data = NULL;
 }
 
 static void call_free(worker *w, call *c) {
@@ -274,7 +314,7 @@ static void channel_ended(pbl__wire_reader *rd) {
 static void flush_or_exit(worker *w) {
   int err = flush(w);
   if (err == UV_EPIPE || err == UV_ECONNRESET)
-    exit(0);
+    leave(0);
   if (err != 0)
     die(PBL__WORKER_EXIT_SETUP, pbl_strerror(err));
 }
@@ -343,44 +383,50 @@ void pbl__worker_guard(void) {
 static void serve(long parent) {
   serving = true;
   setup(parent);
-  worker w = {.fd = PBL__WORKER_FD};
-  w.tail = &w.head;
-  pbl__wire_batch_init(&w.out);
-  pbl__wire_reader rd;
-  if (pbl__wire_reader_init(&rd, (uint64_t)PTRDIFF_MAX, on_frame, &w) != 0)
+  worker *w = &the_worker;
+  pbl__wire_reader *rd = &the_reader;
+  w->fd = PBL__WORKER_FD;
+  w->tail = &w->head;
+  pbl__wire_batch_init(&w->out);
+  serving_worker = w;
+  if (pbl__wire_reader_init(rd, (uint64_t)PTRDIFF_MAX, on_frame, w) != 0)
     die(PBL__WORKER_EXIT_SETUP, "out of memory");
+  serving_reader = rd;
   bool open = true;
   for (;;) {
-    if (w.head == NULL) { /* nothing to run: answer, then wait */
-      flush_or_exit(&w);
-      if (!open || !read_some(&w, &rd)) {
-        channel_ended(&rd);
-        exit(0); /* the parent closed the channel between calls */
+    if (w->head == NULL) { /* nothing to run: answer, then wait */
+      flush_or_exit(w);
+      if (!open || !read_some(w, rd)) {
+        channel_ended(rd);
+        leave(0); /* the parent closed the channel between calls */
       }
       continue;
     }
-    call *c = w.head;
-    w.head = c->next;
-    if (w.head == NULL)
-      w.tail = &w.head;
+    call *c = w->head;
+    w->head = c->next;
+    if (w->head == NULL)
+      w->tail = &w->head;
     outcome o;
+    w->running = c;
     run_call(c, &o);
+    w->running = NULL;
+    bool last = c->flags & PBL__WIRE_F_LAST;
+    uint64_t tag = c->tag;
+    call_free(w, c); /* the answer holds its tag only */
+    w->answering = &o;
     /* CANCELs that came meanwhile: their SKIPPED go before this answer. */
-    if (open && !(c->flags & PBL__WIRE_F_LAST) && !read_ahead(&w, &rd)) {
-      channel_ended(&rd); /* the calls read are still answered */
+    if (open && !last && !read_ahead(w, rd)) {
+      channel_ended(rd); /* the calls read are still answered */
       open = false;
     }
-    int err = put_answer(&w, c->tag, &o);
+    int err = put_answer(w, tag, &o);
     if (err != 0)
       die(PBL__WORKER_EXIT_SETUP, pbl_strerror(err));
-    /* The call goes before the flush, which may exit (parent gone): the
-     * answer holds its tag only. o's output stays until sent. */
-    bool last = c->flags & PBL__WIRE_F_LAST;
-    call_free(&w, c);
-    flush_or_exit(&w);
+    flush_or_exit(w);
+    w->answering = NULL;
     outcome_free(&o);
     if (last)
-      exit(0); /* exit(), not _exit(): the task's stdio buffers flush */
+      leave(0);
   }
 }
 
