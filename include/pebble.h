@@ -111,9 +111,20 @@ typedef struct {
   void *data;          /* passed to on_done */
   int64_t timeout_ms;  /* 0: none; counts from the task's start; <0: EINVAL */
   const char *name;    /* for messages and stats; copied */
-  const char *worker_path; /* process tasks: NULL = this program; copied */
-  int64_t kill_grace_ms;   /* process tasks: SIGTERM to SIGKILL; 0: 1000 */
-} pbl_task_opts;           /* NULL: all defaults */
+  const char *worker_path;  /* process tasks: NULL = this program; copied */
+  int64_t kill_grace_ms;    /* process tasks: SIGTERM to SIGKILL; 0: 1000 */
+  int priority;             /* pools and pbl_thread: higher runs first; equal
+                               priorities run in submission order; default 0. A task
+                               already on a worker is never pre-empted, and a steady
+                               flow of higher priorities starves lower ones: that is
+                               the caller's choice */
+  int64_t queue_timeout_ms; /* pools and pbl_thread: longest wait in the
+                               queue; past it the task ends UV_ETIMEDOUT
+                               without having started (its message says
+                               so); 0: none; <0: UV_EINVAL. Counts from
+                               the submit; timeout_ms counts from the
+                               start. Kinds that never queue ignore it */
+} pbl_task_opts;            /* NULL: all defaults */
 
 typedef enum {
   PBL_PENDING,   /* queued: its function or child has not started */
@@ -305,6 +316,9 @@ typedef struct {
                               (0: none; <0: UV_EINVAL); past it the worker
                               is killed and the waiting tasks fail as for a
                               failing initializer */
+  unsigned spare_workers;  /* process pools: extra started workers kept
+                              idle, so a worker that dies, times out or is
+                              recycled is replaced at once; 0: none */
 } pbl_pool_opts;
 
 typedef struct {

@@ -80,7 +80,8 @@ pbl__failure *pbl__failure_new(int code, const char *msg) {
 }
 
 static int opts_valid(const pbl_task_opts *o) {
-  return o == NULL || (o->timeout_ms >= 0 && o->kill_grace_ms >= 0);
+  return o == NULL || (o->timeout_ms >= 0 && o->kill_grace_ms >= 0 &&
+                       o->queue_timeout_ms >= 0);
 }
 
 int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
