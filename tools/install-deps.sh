@@ -1,7 +1,10 @@
 #!/bin/sh
 # Installs what building and testing pebble needs, from Debian's packages:
-# a compiler, meson, ninja, pkg-config, libuv and cmocka, plus any package
-# named on the command line. Uses sudo unless run as root.
+# a compiler, meson, ninja, pkg-config, libuv and cmocka; for the example
+# HTTP server (examples/httpd/, test-httpd) h2o's libuv build with what it
+# links but does not depend on (OpenSSL's and zlib's headers), and wrk for
+# its benchmark; plus any package named on the command line. Uses sudo
+# unless run as root.
 set -eu
 if [ "$(id -u)" -eq 0 ]; then
   as_root=
@@ -11,4 +14,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $as_root apt-get update
 $as_root apt-get install -y --no-install-recommends \
-  gcc libc6-dev meson ninja-build pkg-config libuv1-dev libcmocka-dev "$@"
+  gcc libc6-dev meson ninja-build pkg-config libuv1-dev libcmocka-dev \
+  libh2o-dev libssl-dev zlib1g-dev wrk "$@"
