@@ -32,11 +32,15 @@
  * same child, rounds alternating; figures of different worker counts come
  * from different processes, run one after the other.
  *
- * A cell (size, workers, producers) first runs raw once to size it: n
- * tasks, about BENCH_SCALE_MS of raw's throughput; every kind then runs
- * the same n, once as a warm-up (threads and workers started, heap grown:
+ * In a cell (size, workers, producers) each kind first runs a short
+ * sizing run, then n tasks, n about BENCH_SCALE_MS of its own rate: once
+ * as a warm-up (threads and workers started, heap grown and touched:
  * bench_steady_heap keeps it) and then BENCH_SCALE_ROUNDS times, the
- * order rotating each round. A run is timed from the release of its
+ * kinds' order rotating each round. Each kind gets its own n because at
+ * 0 us the process pool is some 25x slower than raw: one n for all would
+ * make raw's runs too short to time on a busy machine or the pool's too
+ * long for the run's budget. n is at least 64 a producer, so start and
+ * end weigh little in a rate. A run is timed from the release of its
  * producers to its last completion callback on the loop thread.
  *
  * Tasks are a busy loop, calibrated once in the parent on thread CPU
@@ -295,28 +299,31 @@ static size_t clamp_n(double n, unsigned np) {
   return (size_t)(n < lo ? lo : n > hi ? hi : n);
 }
 
-/* One cell: sized by raw, warmed up, then rounds; prints its result lines
- * `R us workers producers kind n median min max` to the parent. */
+/* One cell: each kind sized and warmed up, then rounds; prints its result
+ * lines `R us workers producers kind n median min max` to the parent. */
 static void cell(run *base, unsigned us, double ipus, unsigned w, unsigned np,
                  unsigned ms, int rounds) {
   base->iters = (uint64_t)(us * ipus + 0.5);
   unsigned busy =
       w < uv_available_parallelism() ? w : uv_available_parallelism();
-  double guess = us == 0 ? 20000 : (double)ms * 1000.0 * busy / us;
-  double raw_rate = run_once(base, RAW, clamp_n(guess / 4, np), np);
-  size_t n = clamp_n(raw_rate * ms / 1000.0, np);
-  for (int k = 0; k < NKINDS; k++)
-    (void)run_once(base, (kind)k, n, np); /* the warm-up, not counted */
+  /* A quarter of BENCH_SCALE_MS at the CPUs' rate (0 us: a guess). */
+  double guess = us == 0 ? 5000 : (double)ms * 250.0 * busy / us;
+  size_t n[NKINDS];
+  for (int k = 0; k < NKINDS; k++) {
+    double rate = run_once(base, (kind)k, clamp_n(guess, np), np);
+    n[k] = clamp_n(rate * ms / 1000.0, np);
+    (void)run_once(base, (kind)k, n[k], np); /* the warm-up, not counted */
+  }
   double rate[NKINDS][MAX_ROUNDS];
   for (int r = 0; r < rounds; r++)
     for (int i = 0; i < NKINDS; i++) {
       int k = (i + r) % NKINDS;
-      rate[k][r] = run_once(base, (kind)k, n, np);
+      rate[k][r] = run_once(base, (kind)k, n[k], np);
     }
   for (int k = 0; k < NKINDS; k++) {
     double m = bench_median(rate[k], (size_t)rounds); /* sorts */
-    printf("R %u %u %u %s %zu %.1f %.1f %.1f\n", us, w, np, kind_names[k], n, m,
-           rate[k][0], rate[k][rounds - 1]);
+    printf("R %u %u %u %s %zu %.1f %.1f %.1f\n", us, w, np, kind_names[k], n[k],
+           m, rate[k][0], rate[k][rounds - 1]);
   }
   fflush(stdout);
 }
@@ -389,9 +396,10 @@ bad:
   exit(1);
 }
 
-/* Runs the child for w workers and collects its result lines; passes its
- * other lines through. */
-static void run_child(const char *exe, unsigned w, double ipus) {
+/* Runs the child for w workers and collects its result lines, `want` of
+ * them; passes its other lines through. */
+static void run_child(const char *exe, unsigned w, double ipus, int want) {
+  int before = nresults;
   char ws[16], is[32];
   snprintf(ws, sizeof(ws), "%u", w);
   snprintf(is, sizeof(is), "%.6f", ipus);
@@ -423,7 +431,8 @@ static void run_child(const char *exe, unsigned w, double ipus) {
   fclose(f);
   int status;
   BENCH_CHECK(waitpid(pid, &status, 0) == pid ? 0 : -errno);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+      nresults - before != want) {
     fprintf(stderr, "bench-scale: the child for %u workers failed\n", w);
     exit(1);
   }
@@ -439,19 +448,16 @@ static list workers_list(unsigned ncpu) {
 }
 
 static void print_table(const list *ws, const list *sizes, const list *prods) {
-  printf("\n%5s %4s %3s %8s %13s %13s %13s %13s %7s %7s %7s\n", "us", "w", "p",
-         "n", "raw uv_queue", "pbl_thread", "thread pool", "proc pool",
-         "thr/raw", "tp/raw", "pp/raw");
+  printf("\n%5s %4s %3s %13s %13s %13s %13s %7s %7s %7s\n", "us", "w", "p",
+         "raw uv_queue", "pbl_thread", "thread pool", "proc pool", "thr/raw",
+         "tp/raw", "pp/raw");
   for (int s = 0; s < sizes->n; s++)
     for (int p = 0; p < prods->n; p++)
       for (int i = 0; i < ws->n; i++) {
         const result *r[NKINDS];
         for (int k = 0; k < NKINDS; k++)
           r[k] = find(sizes->v[s], ws->v[i], prods->v[p], (kind)k);
-        if (r[RAW] == NULL)
-          continue;
-        printf("%5u %4u %3u %8zu", sizes->v[s], ws->v[i], prods->v[p],
-               r[RAW]->n);
+        printf("%5u %4u %3u", sizes->v[s], ws->v[i], prods->v[p]);
         for (int k = 0; k < NKINDS; k++)
           printf(" %13.0f", r[k]->med);
         for (int k = THREAD; k < NKINDS; k++)
@@ -512,7 +518,7 @@ int main(int argc, char **argv) {
   uint64_t t0 = bench_now();
   for (int i = 0; i < ws.n; i++) {
     uint64_t t = bench_now();
-    run_child(exe, ws.v[i], ipus);
+    run_child(exe, ws.v[i], ipus, sizes.n * prods.n * NKINDS);
     printf("bench-scale: %u workers: %.1f s\n", ws.v[i],
            (double)(bench_now() - t) / 1e9);
     fflush(stdout);
