@@ -476,10 +476,16 @@ static void write_data(const char *path, double ipus, unsigned ncpu) {
   (void)gethostname(host, sizeof(host) - 1);
   double load[3] = {0, 0, 0};
   (void)getloadavg(load, 3);
+  char date[32] = "?";
+  time_t now = time(NULL);
+  struct tm tm;
+  if (gmtime_r(&now, &tm) != NULL)
+    strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", &tm);
   fprintf(f,
-          "# bench-scale: %s, %u CPUs, libuv %s, %.1f spin iterations/us, "
-          "load %.2f %.2f %.2f at the end\n",
-          host, ncpu, uv_version_string(), ipus, load[0], load[1], load[2]);
+          "# bench-scale: %s, %s, %u CPUs, libuv %s, %.1f spin iterations/us,"
+          " load %.2f %.2f %.2f at the end\n",
+          host, date, ncpu, uv_version_string(), ipus, load[0], load[1],
+          load[2]);
   fprintf(f, "# us workers producers kind tasks/s(median) min max n\n");
   for (int i = 0; i < nresults; i++) {
     const result *r = &results[i];
