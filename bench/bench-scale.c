@@ -48,7 +48,9 @@
  * Producers submit from threads of their own: raw through raw-inbox.c (a
  * mutex-protected batch and one uv_async, since uv_queue_work is loop
  * thread only), pebble through its own calls, fire and forget, counted in
- * on_done. */
+ * on_done.
+ *
+ * This file is the parent; scale-run.c is the child's side. */
 #include <errno.h>
 #include <spawn.h>
 #include <string.h>
@@ -56,201 +58,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench.h"
-#include "raw-inbox.h"
+#include "bench-scale.h"
 
 extern char **environ; /* for posix_spawn; gnu11 does not declare it */
 
-#define MAX_LIST 8
-#define MAX_PRODUCERS 64
-#define MAX_RESULTS (MAX_LIST * MAX_LIST * MAX_LIST * NKINDS)
-#define MAX_ROUNDS 15
+#define MAX_RESULTS (SCALE_MAX_LIST * SCALE_MAX_LIST * SCALE_MAX_LIST * NKINDS)
 #define CHILD_ARG "--scale-child"
 
-typedef enum { RAW, THREAD, POOL_THREAD, POOL_PROCESS, NKINDS } kind;
-
-/* For ratio and data lines. */
-static const char *const kind_names[NKINDS] = {"raw", "thread", "pool-thread",
-                                               "pool-process"};
-
-typedef struct {
-  unsigned v[MAX_LIST];
-  int n;
-} list;
-
-/* ---- the work ---- */
-
-/* The empty asm makes each step opaque to the compiler: the loop can be
- * neither folded nor dropped, and it costs the same in every build. */
-static uint64_t spin(uint64_t iters) {
-  uint64_t x = 0x9e3779b97f4a7c15u;
-  for (uint64_t i = 0; i < iters; i++) {
-    x = x * 6364136223846793005u + 1442695040888963407u;
-    __asm__ volatile("" : "+r"(x));
-  }
-  return x;
-}
-
-static void *spin_thread(void *arg) {
-  return (void *)(uintptr_t)spin((uint64_t)(uintptr_t)arg);
-}
-
-static int spin_process(const void *in, size_t len, pbl_buf *out) {
-  uint64_t iters;
-  if (len != sizeof(iters))
-    return 1;
-  memcpy(&iters, in, sizeof(iters));
-  uint64_t *r = malloc(sizeof(*r));
-  if (r == NULL)
-    return 1;
-  *r = spin(iters);
-  out->data = r;
-  out->len = sizeof(*r);
-  return 0;
-}
-PBL_PROCESS_FN(spin_process);
-
-static uint64_t thread_cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Iterations a microsecond: the fastest of several tries on this thread's
- * CPU time, so that time the thread spent descheduled (other work on the
- * machine) does not count. */
-static double calibrate(void) {
-  const uint64_t iters = 1000000;
-  uint64_t best = UINT64_MAX;
-  for (int i = 0; i < 15; i++) {
-    uint64_t t0 = thread_cpu_ns();
-    (void)spin(iters);
-    uint64_t t = thread_cpu_ns() - t0;
-    if (t < best)
-      best = t;
-  }
-  return (double)iters * 1000.0 / (double)(best > 0 ? best : 1);
-}
-
-/* ---- one timed run (in a child) ---- */
-
-typedef struct run run;
-
-typedef struct {
-  run *r;
-  size_t count;
-  uv_thread_t tid;
-} producer;
-
-struct run {
-  uv_loop_t *uv;
-  pbl_loop_t *pl;
-  pbl_pool_t *tpool, *ppool;
-  kind k;
-  size_t n;
-  uint64_t iters; /* per task */
-  unsigned np;
-  producer prod[MAX_PRODUCERS];
-  uv_barrier_t start;
-  size_t done, failed; /* loop thread */
-  uint64_t end_ns;     /* loop thread: at the last completion */
-  uv_async_t alive;    /* keeps uv_run going until the last completion */
-  raw_inbox in;        /* RAW */
-};
-
-static void finish_one(run *r) {
-  if (++r->done != r->n)
-    return;
-  r->end_ns = bench_now();
-  /* Every task ran, so every producer is done but for, at most, its last
-   * wake-up of the loop: wait for them before closing what they send on. */
-  for (unsigned i = 0; i < r->np; i++)
-    BENCH_CHECK(uv_thread_join(&r->prod[i].tid));
-  uv_close((uv_handle_t *)&r->alive, NULL);
-  if (r->k == RAW)
-    raw_inbox_close(&r->in);
-}
-
-static void raw_work(uv_work_t *req) {
-  const run *r = req->data;
-  (void)spin(r->iters);
-}
-
-static void raw_after(uv_work_t *req, int status) {
-  run *r = req->data;
-  if (status != 0)
-    r->failed++;
-  free(req); /* the raw_item: its request comes first */
-  finish_one(r);
-}
-
-_Static_assert(offsetof(raw_item, req) == 0, "raw_item.req first");
-
-static void on_done(pbl_task_t *t, void *data) {
-  run *r = data;
-  if (pbl_task_error(t) != 0)
-    r->failed++;
-  finish_one(r);
-}
-
-static void produce(void *arg) {
-  producer *p = arg;
-  run *r = p->r;
-  pbl_task_opts o = {.on_done = on_done, .data = r};
-  void *targ = (void *)(uintptr_t)r->iters;
-  uv_barrier_wait(&r->start);
-  for (size_t i = 0; i < p->count; i++) {
-    switch (r->k) {
-    case RAW: {
-      raw_item *it = bench_alloc(sizeof(*it));
-      it->req.data = r;
-      raw_inbox_post(&r->in, it);
-      break;
-    }
-    case THREAD:
-      BENCH_CHECK(pbl_thread(r->pl, spin_thread, targ, &o, NULL));
-      break;
-    case POOL_THREAD:
-      BENCH_CHECK(pbl_pool_thread(r->tpool, spin_thread, targ, &o, NULL));
-      break;
-    default:
-      BENCH_CHECK(pbl_pool_process(r->ppool, spin_process, &r->iters,
-                                   sizeof(r->iters), &o, NULL));
-      break;
-    }
-  }
-}
-
-/* Returns tasks a second. The run lives on this stack until uv_run has
- * returned, after every completion and every producer's join. */
-static double run_once(run *base, kind k, size_t n, unsigned np) {
-  run r = *base;
-  r.k = k;
-  r.n = n;
-  r.np = np;
-  r.done = r.failed = 0;
-  BENCH_CHECK(uv_async_init(r.uv, &r.alive, NULL));
-  if (k == RAW)
-    raw_inbox_init(&r.in, r.uv, raw_work, raw_after);
-  BENCH_CHECK(uv_barrier_init(&r.start, np + 1));
-  for (unsigned i = 0; i < np; i++) {
-    r.prod[i].r = &r;
-    r.prod[i].count = n / np + (i < n % np);
-    BENCH_CHECK(uv_thread_create(&r.prod[i].tid, produce, &r.prod[i]));
-  }
-  uv_barrier_wait(&r.start);
-  uint64_t t0 = bench_now();
-  uv_run(r.uv, UV_RUN_DEFAULT);
-  uv_barrier_destroy(&r.start);
-  if (r.done != n || r.failed != 0) {
-    fprintf(stderr, "bench-scale: %s: %zu of %zu done, %zu failed\n",
-            kind_names[k], r.done, n, r.failed);
-    exit(1);
-  }
-  return (double)n * 1e9 / (double)(r.end_ns - t0);
-}
-
-/* ---- the child: one worker count ---- */
+/* ---- the environment ---- */
 
 static unsigned env_uint(const char *name, unsigned def, unsigned max) {
   const char *s = getenv(name);
@@ -266,18 +81,19 @@ static unsigned env_uint(const char *name, unsigned def, unsigned max) {
 }
 
 /* A comma-separated list of values 0..max (0 only if zero_ok). */
-static list env_list(const char *name, list def, unsigned max, int zero_ok) {
+static scale_list env_list(const char *name, scale_list def, unsigned max,
+                           int zero_ok) {
   const char *s = getenv(name);
   if (s == NULL || *s == '\0')
     return def;
-  list l = {{0}, 0};
+  scale_list l = {{0}, 0};
   while (*s != '\0') {
     char *end;
     unsigned long v = strtoul(s, &end, 10);
     if (end == s || (*end != ',' && *end != '\0') || v > max ||
-        (v == 0 && !zero_ok) || l.n == MAX_LIST) {
+        (v == 0 && !zero_ok) || l.n == SCALE_MAX_LIST) {
       fprintf(stderr, "bench-scale: %s: want at most %d values %u..%u\n", name,
-              MAX_LIST, zero_ok ? 0 : 1, max);
+              SCALE_MAX_LIST, zero_ok ? 0 : 1, max);
       exit(2);
     }
     l.v[l.n++] = (unsigned)v;
@@ -286,83 +102,29 @@ static list env_list(const char *name, list def, unsigned max, int zero_ok) {
   return l;
 }
 
-static list sizes_list(void) {
-  return env_list("BENCH_SCALE_US", (list){{0, 20, 200}, 3}, 100000, 1);
+static scale_list sizes_list(void) {
+  return env_list("BENCH_SCALE_US", (scale_list){{0, 20, 200}, 3}, 100000, 1);
 }
 
-static list producers_list(void) {
-  return env_list("BENCH_SCALE_PRODUCERS", (list){{1, 8}, 2}, MAX_PRODUCERS, 0);
+static scale_list producers_list(void) {
+  return env_list("BENCH_SCALE_PRODUCERS", (scale_list){{1, 8}, 2},
+                  SCALE_MAX_PRODUCERS, 0);
 }
 
-static size_t clamp_n(double n, unsigned np) {
-  double lo = 64.0 * np, hi = 2000000;
-  return (size_t)(n < lo ? lo : n > hi ? hi : n);
-}
-
-/* One cell: each kind sized and warmed up, then rounds; prints its result
- * lines `R us workers producers kind n median min max` to the parent. */
-static void cell(run *base, unsigned us, double ipus, unsigned w, unsigned np,
-                 unsigned ms, int rounds) {
-  base->iters = (uint64_t)(us * ipus + 0.5);
-  unsigned busy =
-      w < uv_available_parallelism() ? w : uv_available_parallelism();
-  /* A quarter of BENCH_SCALE_MS at the CPUs' rate (0 us: a guess). */
-  double guess = us == 0 ? 5000 : (double)ms * 250.0 * busy / us;
-  size_t n[NKINDS];
-  for (int k = 0; k < NKINDS; k++) {
-    double rate = run_once(base, (kind)k, clamp_n(guess, np), np);
-    n[k] = clamp_n(rate * ms / 1000.0, np);
-    (void)run_once(base, (kind)k, n[k], np); /* the warm-up, not counted */
-  }
-  double rate[NKINDS][MAX_ROUNDS];
-  for (int r = 0; r < rounds; r++)
-    for (int i = 0; i < NKINDS; i++) {
-      int k = (i + r) % NKINDS;
-      rate[k][r] = run_once(base, (kind)k, n[k], np);
-    }
-  for (int k = 0; k < NKINDS; k++) {
-    double m = bench_median(rate[k], (size_t)rounds); /* sorts */
-    printf("R %u %u %u %s %zu %.1f %.1f %.1f\n", us, w, np, kind_names[k], n[k],
-           m, rate[k][0], rate[k][rounds - 1]);
-  }
-  fflush(stdout);
-}
-
-static int child_main(unsigned w, double ipus) {
-  list sizes = sizes_list(), prods = producers_list();
-  unsigned ms = env_uint("BENCH_SCALE_MS", 150, 60000);
-  int rounds = (int)env_uint("BENCH_SCALE_ROUNDS", 3, MAX_ROUNDS);
-  if (bench_pool_size() != w) {
-    fprintf(stderr, "bench-scale: child for %u workers, libuv pool %u\n", w,
-            bench_pool_size());
-    return 1;
-  }
-  (void)bench_steady_heap("bench-scale");
-  fflush(stdout);
-  uv_loop_t uv;
-  BENCH_CHECK(uv_loop_init(&uv));
-  static run base; /* static: MAX_PRODUCERS threads' worth of handles */
-  base.uv = &uv;
-  BENCH_CHECK(pbl_loop_new(&uv, &base.pl));
-  pbl_pool_opts po = {.workers = w};
-  BENCH_CHECK(pbl_thread_pool_new(base.pl, &po, &base.tpool));
-  BENCH_CHECK(pbl_process_pool_new(base.pl, &po, &base.ppool));
-  for (int s = 0; s < sizes.n; s++)
-    for (int p = 0; p < prods.n; p++)
-      cell(&base, sizes.v[s], ipus, w, prods.v[p], ms, rounds);
-  pbl_pool_free(base.tpool);
-  pbl_pool_free(base.ppool);
-  pbl_loop_close(base.pl, NULL);
-  uv_run(&uv, UV_RUN_DEFAULT);
-  BENCH_CHECK(uv_loop_close(&uv));
-  return 0;
+static scale_config config(void) {
+  return (scale_config){
+      .sizes = sizes_list(),
+      .prods = producers_list(),
+      .ms = env_uint("BENCH_SCALE_MS", 150, 60000),
+      .rounds = (int)env_uint("BENCH_SCALE_ROUNDS", 3, SCALE_MAX_ROUNDS),
+  };
 }
 
 /* ---- the parent ---- */
 
 typedef struct {
   unsigned us, w, np;
-  kind k;
+  scale_kind k;
   size_t n;
   double med, lo, hi;
 } result;
@@ -370,7 +132,7 @@ typedef struct {
 static result results[MAX_RESULTS];
 static int nresults;
 
-static const result *find(unsigned us, unsigned w, unsigned np, kind k) {
+static const result *find(unsigned us, unsigned w, unsigned np, scale_kind k) {
   for (int i = 0; i < nresults; i++)
     if (results[i].us == us && results[i].w == w && results[i].np == np &&
         results[i].k == k)
@@ -386,8 +148,8 @@ static void parse_result(const char *line) {
              &r.n, &r.med, &r.lo, &r.hi) != 8)
     goto bad;
   for (int k = 0; k < NKINDS; k++)
-    if (strcmp(name, kind_names[k]) == 0) {
-      r.k = (kind)k;
+    if (strcmp(name, scale_kind_names[k]) == 0) {
+      r.k = (scale_kind)k;
       results[nresults++] = r;
       return;
     }
@@ -397,8 +159,10 @@ bad:
 }
 
 /* Runs the child for w workers and collects its result lines, `want` of
- * them; passes its other lines through. */
-static void run_child(const char *exe, unsigned w, double ipus, int want) {
+ * them; passes its other lines through (the heap line of the first child
+ * only: every child prints the same). */
+static void run_child(const char *exe, unsigned w, double ipus, int want,
+                      int first) {
   int before = nresults;
   char ws[16], is[32];
   snprintf(ws, sizeof(ws), "%u", w);
@@ -425,8 +189,8 @@ static void run_child(const char *exe, unsigned w, double ipus, int want) {
   while (fgets(line, sizeof(line), f) != NULL) {
     if (line[0] == 'R' && line[1] == ' ')
       parse_result(line);
-    else if (w == 1 || strstr(line, "heap:") == NULL)
-      fputs(line, stdout); /* the heap line once, not per child */
+    else if (first || strstr(line, "heap:") == NULL)
+      fputs(line, stdout);
   }
   fclose(f);
   int status;
@@ -438,8 +202,8 @@ static void run_child(const char *exe, unsigned w, double ipus, int want) {
   }
 }
 
-static list workers_list(unsigned ncpu) {
-  list def = {{0}, 0};
+static scale_list workers_list(unsigned ncpu) {
+  scale_list def = {{0}, 0};
   for (unsigned w = 1; w <= 16 && w <= ncpu; w *= 2)
     def.v[def.n++] = w;
   if (ncpu < 16 && def.v[def.n - 1] != ncpu)
@@ -447,7 +211,8 @@ static list workers_list(unsigned ncpu) {
   return env_list("BENCH_SCALE_WORKERS", def, 1024, 0);
 }
 
-static void print_table(const list *ws, const list *sizes, const list *prods) {
+static void print_table(const scale_list *ws, const scale_list *sizes,
+                        const scale_list *prods) {
   printf("\n%5s %4s %3s %13s %13s %13s %13s %7s %7s %7s\n", "us", "w", "p",
          "raw uv_queue", "pbl_thread", "thread pool", "proc pool", "thr/raw",
          "tp/raw", "pp/raw");
@@ -456,7 +221,7 @@ static void print_table(const list *ws, const list *sizes, const list *prods) {
       for (int i = 0; i < ws->n; i++) {
         const result *r[NKINDS];
         for (int k = 0; k < NKINDS; k++)
-          r[k] = find(sizes->v[s], ws->v[i], prods->v[p], (kind)k);
+          r[k] = find(sizes->v[s], ws->v[i], prods->v[p], (scale_kind)k);
         printf("%5u %4u %3u", sizes->v[s], ws->v[i], prods->v[p]);
         for (int k = 0; k < NKINDS; k++)
           printf(" %13.0f", r[k]->med);
@@ -490,15 +255,16 @@ static void write_data(const char *path, double ipus, unsigned ncpu) {
   for (int i = 0; i < nresults; i++) {
     const result *r = &results[i];
     fprintf(f, "%u %u %u %s %.1f %.1f %.1f %zu\n", r->us, r->w, r->np,
-            kind_names[r->k], r->med, r->lo, r->hi, r->n);
+            scale_kind_names[r->k], r->med, r->lo, r->hi, r->n);
   }
   fclose(f);
 }
 
 int main(int argc, char **argv) {
-  pbl_worker_main(argc, argv); /* a process pool's worker serves here */
+  pbl_worker_main(argc, argv);     /* a process pool's worker serves here */
+  const scale_config c = config(); /* the children read the same */
   if (argc == 4 && strcmp(argv[1], CHILD_ARG) == 0)
-    return child_main((unsigned)atoi(argv[2]), atof(argv[3]));
+    return scale_child(&c, (unsigned)atoi(argv[2]), atof(argv[3]));
   const char *data = NULL;
   for (int i = 1; i < argc; i++) {
     if (strncmp(argv[i], "--data=", 7) == 0) {
@@ -509,22 +275,20 @@ int main(int argc, char **argv) {
     }
   }
   unsigned ncpu = uv_available_parallelism();
-  list ws = workers_list(ncpu), sizes = sizes_list();
-  list prods = producers_list();
-  unsigned ms = env_uint("BENCH_SCALE_MS", 150, 60000);
-  unsigned rounds = env_uint("BENCH_SCALE_ROUNDS", 3, MAX_ROUNDS);
+  scale_list ws = workers_list(ncpu);
+  const scale_list sizes = c.sizes, prods = c.prods;
   char exe[4096];
   size_t len = sizeof(exe);
   BENCH_CHECK(uv_exepath(exe, &len));
-  double ipus = calibrate();
+  double ipus = scale_calibrate();
   printf("bench-scale: %u CPUs, libuv %s, a busy loop of %.1f iterations/us"
          " (thread CPU time), runs of about %u ms, median of %u rounds\n",
-         ncpu, uv_version_string(), ipus, ms, rounds);
+         ncpu, uv_version_string(), ipus, c.ms, c.rounds);
   fflush(stdout);
   uint64_t t0 = bench_now();
   for (int i = 0; i < ws.n; i++) {
     uint64_t t = bench_now();
-    run_child(exe, ws.v[i], ipus, sizes.n * prods.n * NKINDS);
+    run_child(exe, ws.v[i], ipus, sizes.n * prods.n * NKINDS, i == 0);
     printf("bench-scale: %u workers: %.1f s\n", ws.v[i],
            (double)(bench_now() - t) / 1e9);
     fflush(stdout);
@@ -532,17 +296,18 @@ int main(int argc, char **argv) {
   printf("\nscale: tasks a second (median of %u rounds), w workers, p"
          " producer threads; one child process per worker count, libuv's"
          " pool of w threads\n",
-         rounds);
+         c.rounds);
   print_table(&ws, &sizes, &prods);
   for (int s = 0; s < sizes.n; s++)
     for (int p = 0; p < prods.n; p++)
       for (int i = 0; i < ws.n; i++) {
         const result *raw = find(sizes.v[s], ws.v[i], prods.v[p], RAW);
         for (int k = THREAD; k < NKINDS; k++) {
-          const result *r = find(sizes.v[s], ws.v[i], prods.v[p], (kind)k);
+          const result *r =
+              find(sizes.v[s], ws.v[i], prods.v[p], (scale_kind)k);
           char name[96];
-          snprintf(name, sizeof(name), "scale-%s-%uus-w%u-p%u", kind_names[k],
-                   sizes.v[s], ws.v[i], prods.v[p]);
+          snprintf(name, sizeof(name), "scale-%s-%uus-w%u-p%u",
+                   scale_kind_names[k], sizes.v[s], ws.v[i], prods.v[p]);
           if (r != NULL && raw != NULL)
             bench_ratio(name, r->med, raw->med);
         }
