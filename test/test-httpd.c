@@ -313,9 +313,11 @@ static void test_sigterm_drains(void **state) {
       http_send(&sv, "/report?ms=500"), http_send(&sv, "/hash?kb=4096")};
   /* Each /metrics request is an answer waited for, not a sleep; the
    * loop ends when the server holds the three renders (the hash may be
-   * done by then: it is answered either way). */
+   * done by then: it is answered either way) and a worker runs one. */
   int tries = 0;
-  while (metric(&sv, "httpd_tasks_in_flight") < 3 && tries++ < 10000)
+  while ((metric(&sv, "httpd_tasks_in_flight") < 3 ||
+          metric(&sv, "pebble_pool_running{pool=\"render\"}") < 1) &&
+         tries++ < 10000)
     ;
   pid_t workers[16];
   size_t nw = children_of(sv.pid, workers, 16);
