@@ -9,10 +9,12 @@
 #      against a process started per request (/render-oneshot):
 #      ratio server-render-vs-ideal, server-render-pool-vs-process-per-request;
 #  (c) the same /render load with one client crashing workers (/crash):
-#      ratio server-render-crash-vs-calm (its req/s over (b)'s);
+#      ratio server-render-crash-vs-calm (its req/s over (b)'s), and the
+#      same again on a server without spare workers:
+#      ratio server-render-crash-spares-vs-none;
 #  (d) an interactive client's p99 (/render, priority 10) beside a flood of
 #      /report (priority -10), then with every priority 0 (--no-priorities):
-#      ratio server-interactive-p99-none-vs-prio.
+#      ratio server-interactive-p99-none-vs-prio (and -p50-).
 #
 # Prints a table and `ratio <name> <value>` lines (above 1: pebble, or
 # pebble's feature, better). Exits 77 (skipped), saying why, without wrk or
@@ -123,6 +125,14 @@ row() {
     "$(field "$1" p50)" "$(field "$1" p99)" "$(field "$1" bad)"
 }
 
+# metric SERIES: its value in the running server's /metrics.
+metric() {
+  exec 4<> "/dev/tcp/127.0.0.1/$port"
+  printf 'GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n' >&4
+  awk -v s="$1" '$1 == s { print $2 }' <&4
+  exec 4<&-
+}
+
 div() {
   awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f\n", a / b; else print "nan" }'
 }
@@ -154,6 +164,14 @@ wrk_run render-oneshot "$conns" "/render-oneshot?ms=$ms"
 load 1 /crash -s "$tmp/crash.lua"
 wrk_run render-crash "$conns" "/render?ms=$ms"
 wait "$loadpid"
+crashes=$(metric 'pebble_pool_tasks_total{pool="render",end="expired"}')
+respawns=$(metric 'pebble_pool_respawned_total{pool="render"}')
+stop_server
+start_server --spares 0
+wrk -t1 -c"$conns" -d1s "http://127.0.0.1:$port/render?ms=$ms" > /dev/null
+load 1 /crash -s "$tmp/crash.lua"
+wrk_run render-crash-nospare "$conns" "/render?ms=$ms"
+wait "$loadpid"
 stop_server
 
 # (d) priorities: interactive beside a low-priority flood, then without
@@ -172,13 +190,17 @@ row fast-inline "/fast beside /render-inline (on the loop)"
 row render-pool "/render?ms=$ms on the pool"
 row render-oneshot "/render-oneshot (a process per request)"
 row render-crash "/render beside a client crashing workers"
+row render-crash-nospare "  the same, --spares 0"
 row interactive-prio "/render?ms=1 beside a /report flood"
 row interactive-none "  the same, --no-priorities"
 ideal=$((workers * 1000 / ms))
 echo "ideal /render req/s: $ideal ($workers workers x 1000/$ms ms)"
+echo "crashing client (one request every ${crash_delay} ms at most): $crashes workers died, $respawns respawned"
 echo
 echo "ratio server-fast-p99-inline-vs-pool $(div "$(field fast-inline p99)" "$(field fast-pool p99)")"
 echo "ratio server-render-vs-ideal $(div "$(field render-pool rps)" "$ideal")"
 echo "ratio server-render-pool-vs-process-per-request $(div "$(field render-pool rps)" "$(field render-oneshot rps)")"
 echo "ratio server-render-crash-vs-calm $(div "$(field render-crash rps)" "$(field render-pool rps)")"
+echo "ratio server-render-crash-spares-vs-none $(div "$(field render-crash rps)" "$(field render-crash-nospare rps)")"
 echo "ratio server-interactive-p99-none-vs-prio $(div "$(field interactive-none p99)" "$(field interactive-prio p99)")"
+echo "ratio server-interactive-p50-none-vs-prio $(div "$(field interactive-none p50)" "$(field interactive-prio p50)")"
