@@ -4,7 +4,7 @@
 #
 #  (a) /fast's p50/p99 alone, beside /render saturating the process pool,
 #      and beside the same work done on the loop thread (/render-inline):
-#      ratio server-fast-p99-inline-vs-pool (inline p99 / pool p99);
+#      ratio server-fast-p99-inline-vs-pool (inline p99 / pool p99; and -p50-);
 #  (b) /render's req/s against the pool's ideal (workers x 1000/ms), and
 #      against a process started per request (/render-oneshot):
 #      ratio server-render-vs-ideal, server-render-pool-vs-process-per-request;
@@ -198,6 +198,7 @@ echo "ideal /render req/s: $ideal ($workers workers x 1000/$ms ms)"
 echo "crashing client (one request every ${crash_delay} ms at most): $crashes workers died, $respawns respawned"
 echo
 echo "ratio server-fast-p99-inline-vs-pool $(div "$(field fast-inline p99)" "$(field fast-pool p99)")"
+echo "ratio server-fast-p50-inline-vs-pool $(div "$(field fast-inline p50)" "$(field fast-pool p50)")"
 echo "ratio server-render-vs-ideal $(div "$(field render-pool rps)" "$ideal")"
 echo "ratio server-render-pool-vs-process-per-request $(div "$(field render-pool rps)" "$(field render-oneshot rps)")"
 echo "ratio server-render-crash-vs-calm $(div "$(field render-crash rps)" "$(field render-pool rps)")"
