@@ -28,12 +28,6 @@
 set -euo pipefail
 
 httpd=${1:-}
-secs=${BENCH_SERVER_SECONDS:-5}
-ms=${BENCH_SERVER_MS:-10}
-workers=${BENCH_SERVER_WORKERS:-$(nproc)}
-spares=${BENCH_SERVER_SPARES:-1}
-crash_delay=${BENCH_SERVER_CRASH_DELAY_MS:-20}
-
 if ! command -v wrk > /dev/null; then
   echo "skipped: wrk not found (apt-get install wrk)"
   exit 77
@@ -42,6 +36,12 @@ if [ -z "$httpd" ] || [ ! -x "$httpd" ]; then
   echo "skipped: the httpd example was not built (no libh2o-dev?): '$httpd'"
   exit 77
 fi
+
+secs=${BENCH_SERVER_SECONDS:-5}
+ms=${BENCH_SERVER_MS:-10}
+workers=${BENCH_SERVER_WORKERS:-$(nproc)}
+spares=${BENCH_SERVER_SPARES:-1}
+crash_delay=${BENCH_SERVER_CRASH_DELAY_MS:-20}
 
 tmp=$(mktemp -d)
 spid=
