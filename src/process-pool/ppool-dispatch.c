@@ -281,7 +281,7 @@ void pbl__ppool_dispatch(pbl__ppool *pp) {
         continue;
       bool idle = w->njobs == 0;
       if (idle && busy >= pp->target)
-        continue; /* a spare, while the others run */
+        continue;  /* a spare, while the others run */
       fill(pp, w); /* it takes what depth() allows */
       if (idle && w->njobs > 0)
         busy++;
