@@ -145,7 +145,7 @@ static unsigned start_workers(pbl__ppool *pp) {
     QUEUE *q;
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
-      if (w->state == PBL__PW_STARTING)
+      if (w->state == PBL__PW_HELLO || w->state == PBL__PW_STARTING)
         room += PBL__PPOOL_MIN_DEPTH;
       else if (w->state == PBL__PW_READY && w->njobs < PBL__PPOOL_MIN_DEPTH)
         room += PBL__PPOOL_MIN_DEPTH - w->njobs;
@@ -166,7 +166,16 @@ static unsigned start_workers(pbl__ppool *pp) {
   uv_mutex_unlock(&p->lock);
   unsigned n0 = n;
   for (unsigned i = 0; i < n0; i++) {
-    int err = pbl__pworker_start(pp, &worker_events);
+    uv_mutex_lock(&p->lock);
+    pbl__plaunch *l = pbl__ppool_launch_pick(pp);
+    if (l == NULL) /* launchers busy starting: their HELLOs dispatch again */
+      pp->slots -= n0 - i;
+    uv_mutex_unlock(&p->lock);
+    if (l == NULL) {
+      n = i;
+      break;
+    }
+    int err = pbl__pworker_start(pp, l, &worker_events);
     if (err == 0)
       continue;
     n = i;
@@ -202,7 +211,8 @@ static void wind_down_workers(pbl__ppool *pp) {
   QUEUE *q;
   PBL__PPOOL_EACH(q, pp) {
     pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
-    bool busy = w->njobs > 0 || w->state == PBL__PW_STARTING;
+    bool busy = w->njobs > 0 || w->state == PBL__PW_HELLO ||
+                w->state == PBL__PW_STARTING;
     if (state == PBL__POOL_STOPPED && busy)
       pbl__pworker_kill(w, pp->grace_ms);
     else if (w->state == PBL__PW_READY)
