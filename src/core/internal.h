@@ -32,6 +32,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "lanes.h"
 #include "pebble.h"
 #include "queue.h"
 
@@ -148,11 +149,17 @@ typedef struct pbl__failure {
 
 /* Rarely needed task data, allocated on demand. */
 typedef struct pbl__task_extra {
-  char *name;            /* copied from opts */
-  int64_t timeout_ms;    /* 0: none */
-  int64_t kill_grace_ms; /* process kinds */
-  uint64_t started_ns;   /* uv_hrtime() at start; written before notice */
-  uv_timer_t *timer;     /* loop; closed before the task retires */
+  char *name;               /* copied from opts */
+  int64_t timeout_ms;       /* 0: none */
+  int64_t kill_grace_ms;    /* process kinds */
+  uint64_t started_ns;      /* uv_hrtime() at start; written before notice */
+  uv_timer_t *timer;        /* loop; closed before the task retires */
+  int priority;             /* pools and pbl_thread */
+  bool queue_expired;       /* stripe: ended by its queue deadline, unstarted */
+  int64_t queue_timeout_ms; /* 0: none */
+  uint64_t queued_ns;       /* uv_hrtime() at creation: the deadline's 0 */
+  uv_timer_t *qtimer;       /* loop; closed before the task retires */
+  pbl_task_t *qarm_next;    /* a pool's done lock: deadlines to arm */
 } pbl__task_extra;
 
 /* A blocked thread (wait.c). Fired under the stripe lock of a task it
@@ -218,6 +225,13 @@ struct pbl_task {
   QUEUE live;              /* loop: pl->live */
 };
 
+static inline int pbl__task_priority(const pbl_task_t *t) {
+  return t->x != NULL ? t->x->priority : 0;
+}
+static inline bool pbl__task_has_queue_deadline(const pbl_task_t *t) {
+  return t->x != NULL && t->x->queue_timeout_ms > 0;
+}
+
 /* ---- the binding ---- */
 
 /* The inbox's lists, in the order a drain serves them. */
@@ -232,7 +246,8 @@ typedef struct {
  * libuv's one global mutex and wake a worker per task. */
 typedef struct {
   uv_mutex_t lock;      /* guards queue */
-  QUEUE queue;          /* thread tasks waiting for a runner */
+  QUEUE queue;          /* thread tasks waiting for a runner, in order */
+  pbl__lanes lanes;     /* guarded by lock: queue's priorities */
   unsigned runners;     /* loop: runners queued or running */
   unsigned max_runners; /* libuv's pool size */
 } pbl__runq;
@@ -339,6 +354,10 @@ typedef enum {
  * PBL__DELIVER_NOW only on the loop thread. */
 bool pbl__task_end(pbl_task_t *t, pbl_task_state end, int err, void *result,
                    pbl__failure *failure, pbl__deliver_mode mode);
+/* Loop thread: ends t PBL_TIMED_OUT, UV_ETIMEDOUT, its queue deadline
+ * passed, only if it has not started (begin and this race on the state),
+ * and delivers at once. Returns true if it ended t. */
+bool pbl__task_end_unstarted(pbl_task_t *t);
 /* Loop thread: delivers the callback of an ended task nobody claimed.
  * Returns true if another claimed the first delivery and it has not run
  * yet (it is on its way through the inbox). */
@@ -368,6 +387,14 @@ uint64_t pbl__deadline_of(int64_t timeout_ms);
  * timeout, counted from x->started_ns. Takes a hold until closed. */
 void pbl__timeout_arm(pbl_task_t *t);
 void pbl__timeout_disarm(pbl_task_t *t);
+
+/* queue-deadline.c: loop thread. Arms the timer of a task's queue
+ * deadline (counted from x->queued_ns), unless it has none, already
+ * started or ended. Past it, a task that has still not started ends
+ * PBL_TIMED_OUT (pbl__task_end_unstarted). Takes a hold until closed;
+ * disarm once the task is done with its queue. */
+void pbl__queue_deadline_arm(pbl_task_t *t);
+void pbl__queue_deadline_disarm(pbl_task_t *t);
 
 /* run-context.c: what pbl_fail/pbl_cancelled act on, per thread. */
 typedef struct pbl__run_ctx {

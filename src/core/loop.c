@@ -45,12 +45,14 @@ static int runq_init(pbl__runq *rq) {
   if (err != 0)
     return err;
   QUEUE_INIT(&rq->queue);
+  pbl__lanes_init(&rq->lanes);
   rq->runners = 0;
   rq->max_runners = pbl__uv_pool_size();
   return 0;
 }
 
 static void runq_destroy(pbl__runq *rq) {
+  pbl__lanes_free(&rq->lanes);
   uv_mutex_destroy(&rq->lock);
 }
 

@@ -70,6 +70,9 @@ const char *pbl_task_message(const pbl_task_t *t) {
   if (pbl_task_state_of(t) == PBL_FAILED && t->u.failure != NULL &&
       t->u.failure->msg[0] != '\0')
     return t->u.failure->msg;
+  if (pbl_task_state_of(t) == PBL_TIMED_OUT && t->x != NULL &&
+      t->x->queue_expired)
+    return "timed out in the queue: it never started (queue_timeout_ms)";
   const char *m = t->ops->message != NULL ? t->ops->message(t) : NULL;
   return m != NULL ? m : end_words(t);
 }

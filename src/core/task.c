@@ -97,7 +97,8 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
     return UV_ENOMEM;
   }
   if (opts != NULL &&
-      (opts->name != NULL || opts->timeout_ms > 0 || opts->kill_grace_ms > 0)) {
+      (opts->name != NULL || opts->timeout_ms > 0 || opts->kill_grace_ms > 0 ||
+       opts->priority != 0 || opts->queue_timeout_ms > 0)) {
     t->x = pbl__calloc(1, sizeof(*t->x));
     if (t->x == NULL)
       goto nomem;
@@ -108,6 +109,10 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
     }
     t->x->timeout_ms = opts->timeout_ms;
     t->x->kill_grace_ms = opts->kill_grace_ms;
+    t->x->priority = opts->priority;
+    t->x->queue_timeout_ms = opts->queue_timeout_ms;
+    if (opts->queue_timeout_ms > 0)
+      t->x->queued_ns = uv_hrtime();
   }
   t->magic = PBL__TASK_MAGIC;
   atomic_init(&t->state, PBL_PENDING);
@@ -229,6 +234,34 @@ bool pbl__task_end(pbl_task_t *t, pbl_task_state end, int err, void *result,
     pbl__task_deliver(t);
   else if (mode == PBL__DELIVER_POST)
     (void)pbl__loop_post_delivery(t->loop, t); /* live: cannot be closed */
+  return true;
+}
+
+bool pbl__task_end_unstarted(pbl_task_t *t) {
+  PBL__ASSERT_LOOP(t->loop);
+  pbl__task_lock(t);
+  /* Every other end takes the stripe lock: only begin can race, and
+   * begin is a CAS from PENDING, so this end is one too. err and the
+   * flag are read only once the state says ended. */
+  uint8_t expect = PBL_PENDING;
+  if (atomic_load_explicit(&t->state, memory_order_relaxed) != PBL_PENDING) {
+    pbl__task_unlock(t);
+    return false;
+  }
+  t->err = UV_ETIMEDOUT;
+  t->x->queue_expired = true;
+  if (!atomic_compare_exchange_strong_explicit(
+          &t->state, &expect, (uint8_t)PBL_TIMED_OUT, memory_order_acq_rel,
+          memory_order_relaxed)) {
+    t->err = 0; /* it started just now: its own end sets both */
+    t->x->queue_expired = false;
+    pbl__task_unlock(t);
+    return false;
+  }
+  t->sflags |= PBL__S_ABORT_DUE | PBL__S_DELIVERY_QUEUED;
+  wake_waiters(t);
+  pbl__task_unlock(t);
+  pbl__task_deliver(t);
   return true;
 }
 

@@ -57,7 +57,25 @@ static void keep(pbl__pool_item **items, size_t n, bool on_loop) {
   }
 }
 
-/* lock: appends the chain `top` (pushed, newest first) to the queue. */
+/* lock: links the chain first..last after `after` (NULL: at the head). */
+static void link_after(pbl_pool_t *p, pbl__pool_item *after,
+                       pbl__pool_item *first, pbl__pool_item *last) {
+  pbl__pool_item **at = after != NULL ? &after->next : &p->queue.head;
+  last->next = *at;
+  *at = first;
+  if (last->next == NULL)
+    p->queue.tail = last;
+}
+
+/* lock: queues the chain first..last, all of lane `lane`, behind it. */
+static void lane_append(pbl_pool_t *p, size_t lane, pbl__pool_item *first,
+                        pbl__pool_item *last) {
+  link_after(p, pbl__lanes_after(&p->lanes, lane, false), first, last);
+  pbl__lanes_set_last(&p->lanes, lane, last);
+}
+
+/* lock: appends the chain `top` (pushed, newest first, priority 0) to
+ * the queue. */
 static void move_in(pbl_pool_t *p, pbl__pool_item *top) {
   pbl__pool_item *head = NULL, *last = top;
   size_t k = 0;
@@ -70,11 +88,9 @@ static void move_in(pbl_pool_t *p, pbl__pool_item *top) {
   }
   if (k == 0)
     return;
-  if (p->queue.tail != NULL)
-    p->queue.tail->next = head;
-  else
-    p->queue.head = head;
-  p->queue.tail = last;
+  size_t lane;
+  (void)pbl__lanes_find(&p->lanes, 0, &lane); /* lane 0 always exists */
+  lane_append(p, lane, head, last);
   p->jobs += k;
   p->st.queued += k;
   p->live += k;
@@ -130,19 +146,22 @@ static int enqueue(pbl_pool_t *p, pbl__pool_item **items, size_t n,
     uv_mutex_unlock(&p->lock);
     return UV_EAGAIN;
   }
+  size_t lane; /* one priority: a submit's or a map's opts */
+  int err =
+      pbl__lanes_find(&p->lanes, pbl__task_priority(&items[0]->base), &lane);
+  if (err != 0) {
+    uv_mutex_unlock(&p->lock);
+    return err;
+  }
   for (size_t i = 0; i < n; i++) {
     pbl__pool_item *it = items[i];
     size_t left = n - i;
     it->queued = now;
-    it->next = NULL;
+    it->next = i + 1 < n ? items[i + 1] : NULL;
     it->chunk_len =
         i % chunk == 0 ? (uint32_t)(left < chunk ? left : chunk) : 0;
-    if (p->queue.tail != NULL)
-      p->queue.tail->next = it;
-    else
-      p->queue.head = it;
-    p->queue.tail = it;
   }
+  lane_append(p, lane, items[0], items[n - 1]);
   p->jobs += (n + chunk - 1) / chunk;
   p->st.queued += n;
   bool was_idle = p->live == 0;
@@ -156,17 +175,51 @@ static int enqueue(pbl_pool_t *p, pbl__pool_item **items, size_t n,
   return 0;
 }
 
+/* Queue deadlines are armed on the loop thread: from another thread the
+ * items go to the loop on qarms, with a reference each, taken before they
+ * are queued (a worker may run them and the loop drain them at once).
+ * Arming looks at the state: an item a worker took is left alone. */
+static void arm_deadlines(pbl_pool_t *p, pbl__pool_item **items, size_t n,
+                          bool on_loop) {
+  if (on_loop) {
+    for (size_t i = 0; i < n; i++)
+      pbl__queue_deadline_arm(&items[i]->base);
+    return;
+  }
+  uv_mutex_lock(&p->done_lock);
+  for (size_t i = 0; i < n; i++) {
+    items[i]->base.x->qarm_next = p->qarms;
+    p->qarms = &items[i]->base;
+  }
+  bool wake = pbl__pool_want_wake(p);
+  uv_mutex_unlock(&p->done_lock);
+  if (wake)
+    pbl__pool_wake(p); /* items are live: the async is not closing */
+}
+
 int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
                      size_t chunk) {
   uint64_t now = pbl__pool_ticks();
   bool on_loop = pbl__on_loop_thread(p->loop);
   keep(items, n, on_loop);
   pbl__kick k = {0, 0};
-  int err = on_loop && n == 1 && p->kind->fast_push && p->queue_limit == 0
-                ? push(p, items[0], now, &k)
-                : enqueue(p, items, n, chunk, now, on_loop, &k);
-  if (err != 0)
+  bool fast = on_loop && n == 1 && p->kind->fast_push && p->queue_limit == 0 &&
+              pbl__task_priority(&items[0]->base) == 0;
+  /* One opts for every item: the first says for all. */
+  bool deadlines = pbl__task_has_queue_deadline(&items[0]->base);
+  if (deadlines && !on_loop)
+    for (size_t i = 0; i < n; i++)
+      pbl_task_retain(&items[i]->base); /* qarms' */
+  int err = fast ? push(p, items[0], now, &k)
+                 : enqueue(p, items, n, chunk, now, on_loop, &k);
+  if (err != 0) {
+    if (deadlines && !on_loop)
+      for (size_t i = 0; i < n; i++)
+        pbl_task_release(&items[i]->base); /* the caller discards them */
     return err;
+  }
+  if (deadlines)
+    arm_deadlines(p, items, n, on_loop);
   if (k.signal > 0 || k.start > 0)
     p->kind->act(p, k);
   if (on_loop && !p->refd)
@@ -209,6 +262,7 @@ pbl__pool_item *pbl__pool_take_job(pbl_pool_t *p, size_t *n) {
   pbl__pool_item *last = job;
   for (size_t i = 1; i < k; i++)
     last = last->next;
+  pbl__lanes_took_head(&p->lanes, last); /* a chunk is of one lane */
   p->queue.head = last->next;
   if (p->queue.head == NULL)
     p->queue.tail = NULL;
@@ -303,6 +357,7 @@ static pbl__pool_item *take_queue(pbl_pool_t *p) {
   pbl__pool_absorb(p);
   pbl__pool_item *head = p->queue.head;
   p->queue.head = p->queue.tail = NULL;
+  pbl__lanes_clear(&p->lanes);
   p->jobs = 0;
   for (pbl__pool_item *it = head; it != NULL; it = it->next)
     p->st.queued--;
@@ -346,10 +401,16 @@ void pbl__pool_requeue(pbl_pool_t *p, pbl__pool_item *job) {
   if (k == 0)
     return;
   job->chunk_len = k;
-  last->next = p->queue.head;
-  p->queue.head = job;
-  if (p->queue.tail == NULL)
-    p->queue.tail = last;
+  /* At the front of its priority. Out of memory for its lane (it was
+   * dropped once empty), at the queue's head: it was first anyway. */
+  size_t lane;
+  if (pbl__lanes_find(&p->lanes, pbl__task_priority(&job->base), &lane) == 0) {
+    link_after(p, pbl__lanes_after(&p->lanes, lane, true), job, last);
+    if (p->lanes.v[lane].last == NULL)
+      pbl__lanes_set_last(&p->lanes, lane, last);
+  } else {
+    link_after(p, NULL, job, last);
+  }
   p->jobs++;
   p->st.queued += k;
   p->taken -= k;

@@ -18,11 +18,19 @@ static void on_async(uv_async_t *a) {
   uv_mutex_lock(&p->done_lock);
   pbl__pool_item *arms = p->arms;
   pbl__pool_item *done = p->done.head;
+  pbl_task_t *qarms = p->qarms;
   p->arms = NULL;
+  p->qarms = NULL;
   p->done.head = p->done.tail = NULL;
   atomic_store(&p->wake_pending, false); /* later finishes send again */
   uv_mutex_unlock(&p->done_lock);
 
+  while (qarms != NULL) { /* before the drain: it may be among done */
+    pbl_task_t *next = qarms->x->qarm_next;
+    pbl__queue_deadline_arm(qarms); /* unless it started or ended */
+    pbl_task_release(qarms);        /* the list's reference */
+    qarms = next;
+  }
   for (pbl__pool_item *it = arms; it != NULL; it = it->arm_next)
     if (!pbl__task_ended(&it->base))
       pbl__timeout_arm(&it->base);
@@ -31,6 +39,7 @@ static void on_async(uv_async_t *a) {
     pbl__pool_item *next = done->next;
     pbl_task_t *t = &done->base;
     bool held = done->held;
+    pbl__queue_deadline_disarm(t);
     pbl__timeout_disarm(t);
     /* A callback may free or stop the pool. */
     if (pbl__task_deliver_due(t)) { /* on its way: live until it runs */
@@ -77,6 +86,7 @@ void pbl__pool_item_delivered(pbl_task_t *t) {
 }
 
 static void pool_destroy(pbl_pool_t *p) {
+  pbl__lanes_free(&p->lanes);
   uv_cond_destroy(&p->join_cv);
   uv_mutex_destroy(&p->done_lock);
   uv_mutex_destroy(&p->lock);
@@ -199,6 +209,7 @@ int pbl__pool_init(pbl_pool_t *p, const pbl__pool_kind *kind, pbl_loop_t *pl,
   p->loop = pl;
   p->queue_limit = o != NULL ? o->queue_limit : 0;
   p->state = PBL__POOL_RUNNING;
+  pbl__lanes_init(&p->lanes);
   p->member.close = member_close;
   pbl__pool_clock_init();
   atomic_init(&p->wake_pending, false);

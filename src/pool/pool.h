@@ -32,6 +32,18 @@
  * drained, every worker joined and the async closed. The pool's memory
  * lives on until pbl_pool_free() too.
  *
+ * Priorities: the run queue is one list in run order, higher priorities
+ * first and equal ones in submission order; core/lanes.h finds where an
+ * item goes. Takers pop the head, so workers and dispatch never look at
+ * priorities. A requeued job goes back to the front of its priority.
+ * Items pushed without the lock have priority 0.
+ *
+ * Queue deadlines: an item with one gets its timer when accepted, on the
+ * loop thread (items accepted elsewhere are handed over on `qarms`). Past
+ * it, an item not yet started ends TIMED_OUT where it stands; workers
+ * skip it as any item ended while queued. Until a worker passes it, it
+ * still counts as queued (queue_limit included).
+ *
  * Chunks (map): a job is 1..n consecutive items of the run queue, pushed
  * under one lock hold and taken whole by one worker, so items of a chunk
  * run in order on one worker. The first item carries the chunk length.
@@ -154,7 +166,8 @@ struct pbl_pool {
   bool member_closing;  /* the binding closes */
   bool async_closing;   /* lock and done: no send after uv_close() */
   bool gone;            /* the async is closed: the loop is let go */
-  pbl__pool_list queue; /* accepted items waiting, in order */
+  pbl__pool_list queue; /* accepted items waiting, in run order */
+  pbl__lanes lanes;     /* the queue's priorities (core/lanes.h) */
   size_t jobs;          /* jobs (chunks) in queue */
   size_t live;          /* accepted items not yet drained */
   size_t unjoined;      /* workers started and not yet joined/reaped */
@@ -167,6 +180,8 @@ struct pbl_pool {
   /* done */
   pbl__pool_list done;   /* finished items the loop has not drained */
   pbl__pool_item *arms;  /* started items whose timers want arming */
+  pbl_task_t *qarms;     /* items accepted off the loop thread whose queue
+                            deadlines want arming (x->qarm_next) */
   size_t finished;       /* taken items handed back, ever */
   pbl_pool_stats_t ends; /* the end counters, and the waits in ticks */
   char pad2_[64];

@@ -133,6 +133,46 @@ static void arm_backoff(pbl__ppool *pp, uint64_t now) {
                    (pp->next_start_ns - now + MS - 1) / MS);
 }
 
+/* lock: the next starts wait for the backoff, if it runs: true. */
+static bool backing_off(pbl__ppool *pp) {
+  uint64_t now = uv_hrtime();
+  if (now >= pp->next_start_ns)
+    return false;
+  arm_backoff(pp, now);
+  return true;
+}
+
+/* Starts n workers whose slots the caller counted (under the lock).
+ * Returns how many started. */
+static unsigned start_n(pbl__ppool *pp, unsigned n0) {
+  pbl_pool_t *p = &pp->base;
+  for (unsigned i = 0; i < n0; i++) {
+    uv_mutex_lock(&p->lock);
+    pbl__plaunch *l = pbl__ppool_launch_pick(pp);
+    if (l == NULL) /* launchers busy starting: their HELLOs dispatch again */
+      pp->slots -= n0 - i;
+    uv_mutex_unlock(&p->lock);
+    if (l == NULL)
+      return i;
+    int err = pbl__pworker_start(pp, l, &worker_events);
+    if (err == 0)
+      continue;
+    char msg[128];
+    snprintf(msg, sizeof(msg), "cannot start a worker process: %s",
+             pbl_strerror(err));
+    uv_mutex_lock(&p->lock);
+    pp->slots -= n0 - i - 1; /* the starts not tried */
+    if (pp->slots == 0) {    /* nobody will run the queue: no task hangs */
+      pp->starts_blocked = true;
+      if (pbl__pool_fail_queued(p, err, err, msg))
+        pbl__pool_wake(p);
+    }
+    uv_mutex_unlock(&p->lock);
+    return i;
+  }
+  return n0;
+}
+
 /* Starts workers for the jobs the workers there will not take soon.
  * Returns how many started. */
 static unsigned start_workers(pbl__ppool *pp) {
@@ -157,42 +197,45 @@ static unsigned start_workers(pbl__ppool *pp) {
       n = (unsigned)(need < free_slots ? need : free_slots);
     }
   }
-  uint64_t now = n > 0 ? uv_hrtime() : 0;
-  if (n > 0 && now < pp->next_start_ns) {
-    arm_backoff(pp, now);
+  if (n > 0 && backing_off(pp))
     n = 0;
-  }
   pp->slots += n;
   uv_mutex_unlock(&p->lock);
-  unsigned n0 = n;
-  for (unsigned i = 0; i < n0; i++) {
-    uv_mutex_lock(&p->lock);
-    pbl__plaunch *l = pbl__ppool_launch_pick(pp);
-    if (l == NULL) /* launchers busy starting: their HELLOs dispatch again */
-      pp->slots -= n0 - i;
-    uv_mutex_unlock(&p->lock);
-    if (l == NULL) {
-      n = i;
-      break;
+  return start_n(pp, n);
+}
+
+/* Spare workers: once the pool is in use, `spare` started workers beyond
+ * the ones that run or will run the queue, so that a worker that dies, is
+ * killed or retires is replaced by one that is ready at once; the spare's
+ * own replacement then starts in the background. Returns how many
+ * started. */
+static unsigned start_spares(pbl__ppool *pp) {
+  pbl_pool_t *p = &pp->base;
+  unsigned n = 0;
+  uv_mutex_lock(&p->lock);
+  if (pp->spare > 0 && p->state == PBL__POOL_RUNNING && !pp->starts_blocked &&
+      pp->slots > 0 && pp->slots < pp->target + pp->spare) {
+    size_t idle = 0;
+    QUEUE *q;
+    PBL__PPOOL_EACH(q, pp) {
+      pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
+      if (w->state == PBL__PW_HELLO || w->state == PBL__PW_STARTING ||
+          (w->state == PBL__PW_READY && w->njobs == 0 && !w->wr_broken))
+        idle++;
     }
-    int err = pbl__pworker_start(pp, l, &worker_events);
-    if (err == 0)
-      continue;
-    n = i;
-    char msg[128];
-    snprintf(msg, sizeof(msg), "cannot start a worker process: %s",
-             pbl_strerror(err));
-    uv_mutex_lock(&p->lock);
-    pp->slots -= n0 - i - 1; /* the starts not tried */
-    if (pp->slots == 0) {    /* nobody will run the queue: no task hangs */
-      pp->starts_blocked = true;
-      if (pbl__pool_fail_queued(p, err, err, msg))
-        pbl__pool_wake(p);
+    /* Queued jobs go to idle workers first: those are not spares. */
+    idle = idle > p->jobs ? idle - p->jobs : 0;
+    if (idle < pp->spare) {
+      unsigned want = pp->spare - (unsigned)idle;
+      unsigned room = pp->target + pp->spare - pp->slots;
+      n = want < room ? want : room;
     }
-    uv_mutex_unlock(&p->lock);
-    break;
   }
-  return n;
+  if (n > 0 && backing_off(pp))
+    n = 0;
+  pp->slots += n;
+  uv_mutex_unlock(&p->lock);
+  return start_n(pp, n);
 }
 
 /* A closed pool retires its idle workers once its queue is empty; a
@@ -229,14 +272,29 @@ void pbl__ppool_dispatch(pbl__ppool *pp) {
   pp->dispatching = true;
   do {
     pp->redispatch = false;
+    /* At most `workers` ready ones take jobs: with spares there are more
+     * started. (One retiring with jobs left is not counted: its slot is
+     * free, as without spares.) */
+    unsigned busy = 0;
     QUEUE *q;
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
-      if (w->state == PBL__PW_READY && !w->wr_broken &&
-          w->njobs < PBL__PPOOL_DEPTH)
-        fill(pp, w); /* it takes what depth() allows */
+      if (w->njobs > 0 && w->state == PBL__PW_READY)
+        busy++;
     }
-    if (start_workers(pp) > 0)
+    PBL__PPOOL_EACH(q, pp) {
+      pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
+      if (w->state != PBL__PW_READY || w->wr_broken ||
+          w->njobs >= PBL__PPOOL_DEPTH)
+        continue;
+      bool idle = w->njobs == 0;
+      if (idle && busy >= pp->target)
+        continue; /* a spare, while the others run */
+      fill(pp, w); /* it takes what depth() allows */
+      if (idle && w->njobs > 0)
+        busy++;
+    }
+    if (start_workers(pp) + start_spares(pp) > 0)
       pp->redispatch = true; /* ready ones take jobs at once */
     wind_down_workers(pp);
   } while (pp->redispatch);

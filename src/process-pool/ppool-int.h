@@ -82,6 +82,13 @@
  * PBL__WORKER_HB_DEAD of them is lost: its task expires with words that
  * name its host and launcher, and it is killed.
  *
+ * Spare workers (spare_workers): once the pool is in use, that many
+ * started workers beyond those running or about to run the queue, in
+ * slots of their own (target + spare slots), never filled while
+ * `workers` others run jobs: a worker that dies, is killed or retires is
+ * replaced by a spare at the next dispatch, and the spare's replacement
+ * starts behind it (a respawn, with the backoff).
+ *
  * Spin guards. A worker that dies before it answered anything makes the
  * next start wait (10 ms, doubling, at most 1 s) from the second such
  * death in a row; a failing initializer (or one that runs past
@@ -193,7 +200,8 @@ typedef struct pbl__pworker {
 
 struct pbl__ppool {
   pbl_pool_t base; /* first: a process pool is a pbl_pool_t */
-  unsigned target; /* workers */
+  unsigned target; /* workers: at most this many run jobs */
+  unsigned spare;  /* spare_workers: started beyond them, kept idle */
   unsigned max_tasks;
   uint64_t grace_ms;
   uint64_t init_timeout_ms; /* 0: none */

@@ -78,17 +78,25 @@ void pbl__ppool_launch_free(pbl__ppool *pp) {
   pp->launch = NULL;
 }
 
+/* A place that may start one more now: under its share (or past it, for
+ * a spare), and below the launcher's starts at once. */
+static bool room_in(const pbl__plaunch *l, bool over) {
+  return (over || l->slots < l->workers) &&
+         (l->argv == NULL || l->hello < PBL__PPOOL_LAUNCH_MAX);
+}
+
 pbl__plaunch *pbl__ppool_launch_pick(pbl__ppool *pp) {
-  for (size_t i = 0; i < pp->nlaunch; i++) {
-    pbl__plaunch *l = &pp->launch[i];
-    if (l->slots >= l->workers ||
-        (l->argv != NULL && l->hello >= PBL__PPOOL_LAUNCH_MAX))
-      continue;
-    l->slots++;
-    if (l->argv != NULL)
-      l->hello++;
-    return l;
-  }
+  /* Each place its share first; spares (slots past target) anywhere. */
+  for (int pass = 0; pass < (pp->spare > 0 ? 2 : 1); pass++)
+    for (size_t i = 0; i < pp->nlaunch; i++) {
+      pbl__plaunch *l = &pp->launch[i];
+      if (!room_in(l, pass == 1))
+        continue;
+      l->slots++;
+      if (l->argv != NULL)
+        l->hello++;
+      return l;
+    }
   return NULL;
 }
 

@@ -155,6 +155,7 @@ int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
   int err = 0;
   if (o != NULL) {
     pp->max_tasks = o->max_tasks;
+    pp->spare = o->spare_workers;
     pp->init_timeout_ms = (uint64_t)o->init_timeout_ms;
     if (init_name != NULL)
       pp->init_in = copy_bytes(o->init_arg, o->init_len, &err);

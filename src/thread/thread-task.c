@@ -81,6 +81,7 @@ static thread_task *runq_pop(pbl__runq *rq) {
   uv_mutex_lock(&rq->lock);
   if (!QUEUE_EMPTY(&rq->queue)) {
     QUEUE *q = QUEUE_HEAD(&rq->queue);
+    pbl__lanes_took_head(&rq->lanes, q);
     QUEUE_REMOVE(q);
     tt = QUEUE_DATA(q, thread_task, rq);
   }
@@ -139,18 +140,34 @@ static void start_runner(pbl_loop_t *pl) {
   (void)uv_queue_work(pl->uv, &r->work, runner_work, runner_after);
 }
 
+static void thread_finished(pbl_task_t *t);
+
+/* Loop thread: queues t behind the tasks of its priority and above. */
 static void thread_start(pbl_task_t *t) {
   thread_task *tt = (thread_task *)t;
   pbl__runq *rq = &t->loop->runq;
   pbl__task_hold(t); /* released in thread_finished */
   uv_mutex_lock(&rq->lock);
-  QUEUE_INSERT_TAIL(&rq->queue, &tt->rq);
+  size_t lane;
+  int err = pbl__lanes_find(&rq->lanes, pbl__task_priority(t), &lane);
+  if (err == 0) {
+    QUEUE *after = pbl__lanes_after(&rq->lanes, lane, false);
+    QUEUE_INSERT_TAIL(after != NULL ? after->next : rq->queue.next, &tt->rq);
+    pbl__lanes_set_last(&rq->lanes, lane, &tt->rq);
+  }
   uv_mutex_unlock(&rq->lock);
+  if (err != 0) { /* no room for a new priority */
+    pbl__task_end(t, PBL_FAILED, err, NULL, NULL, PBL__DELIVER_POST);
+    thread_finished(t);
+    return;
+  }
+  pbl__queue_deadline_arm(t);
   start_runner(t->loop);
 }
 
 /* Loop thread: the runner is done with t (run or skipped). */
 static void thread_finished(pbl_task_t *t) {
+  pbl__queue_deadline_disarm(t);
   pbl__timeout_disarm(t);
   pbl__task_deliver_due(t);
   pbl__task_drop(t);
@@ -163,8 +180,15 @@ static void thread_abort(pbl_task_t *t) {
   pbl__runq *rq = &t->loop->runq;
   uv_mutex_lock(&rq->lock);
   bool queued = !QUEUE_EMPTY(&tt->rq);
-  if (queued)
+  if (queued) {
+    int prio = pbl__task_priority(t);
+    QUEUE *prev = tt->rq.prev;
+    bool same =
+        prev != &rq->queue &&
+        pbl__task_priority(&QUEUE_DATA(prev, thread_task, rq)->base) == prio;
+    pbl__lanes_removed(&rq->lanes, prio, &tt->rq, same ? prev : NULL);
     QUEUE_REMOVE(&tt->rq);
+  }
   uv_mutex_unlock(&rq->lock);
   if (queued)
     thread_finished(t);
