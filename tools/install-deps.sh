@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what building and testing pebble needs, from Debian's packages:
 # a compiler, meson, ninja, pkg-config, libuv and cmocka, plus any package
-# named on the command line. Uses sudo unless run as root.
+# named on the command line (openssh-server: the remote test suite runs
+# workers through a real sshd). Uses sudo unless run as root.
 set -eu
 if [ "$(id -u)" -eq 0 ]; then
   as_root=
