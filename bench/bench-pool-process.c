@@ -10,6 +10,12 @@
  *            what a competent hand-written libuv program does; and the
  *            same with DEEP (64) in flight, the most the pool keeps
  *   map/64   pbl_pool_map_process() of N inputs in chunks of 64
+ *   ssh      the pool's figures with its workers started through ssh
+ *            (a launcher): $PBL_BENCH_SSH, the ssh command line up to
+ *            the host, split at spaces (e.g. "ssh -T -p 2222 127.0.0.1");
+ *            skipped if unset. Also the start of the ssh pool (every
+ *            worker logged in and answering) and a sequential round trip
+ *            there and here
  *   py       Python Pebble's ProcessPool (schedule, and map with
  *            chunksize 64) and concurrent.futures' ProcessPoolExecutor
  *            (/usr/bin/python3, Debian's python3-pebble); skipped if absent
@@ -225,6 +231,37 @@ static double run_map(uv_loop_t *uv, pbl_pool_t *p, const pbl_buf *in,
   return (double)n * 1e9 / (double)(t1 - t0);
 }
 
+/* One task at a time: the median round trip, in us. */
+static double round_trip_us(uv_loop_t *uv, pbl_pool_t *p, size_t n) {
+  double v[256];
+  n = n < 256 ? n : 256;
+  pbl_task_opts o = {.on_done = count_cb};
+  for (size_t i = 0; i < n; i++) {
+    done = 0;
+    uint64_t t0 = bench_now();
+    BENCH_CHECK(pbl_pool_process(p, echo, "pbl-echo", 8, &o, NULL));
+    uv_run(uv, UV_RUN_DEFAULT);
+    v[i] = (double)(bench_now() - t0) / 1e3;
+  }
+  return bench_median(v, n);
+}
+
+/* $PBL_BENCH_SSH as an argv, or NULL. */
+static char **ssh_argv(void) {
+  static char *argv[32];
+  static char buf[1024];
+  const char *env = getenv("PBL_BENCH_SSH");
+  if (env == NULL || env[0] == '\0' || strlen(env) >= sizeof(buf))
+    return NULL;
+  strcpy(buf, env);
+  size_t n = 0;
+  for (char *tok = strtok(buf, " "); tok != NULL && n < 31;
+       tok = strtok(NULL, " "))
+    argv[n++] = tok;
+  argv[n] = NULL;
+  return n > 0 ? argv : NULL;
+}
+
 /* ---- Python ---- */
 
 static double run_py(const char *script, const char *mode, unsigned workers) {
@@ -268,12 +305,25 @@ int main(int argc, char **argv) {
     in[i] = (pbl_buf){"pbl-echo", 8};
   raw_start(&uv, workers);
 
+  char **ssh = ssh_argv();
+  pbl_pool_t *sp = NULL;
+  double ssh_start_ms = -1;
+  if (ssh != NULL) {
+    pbl_launcher l = {(const char *const *)ssh, workers};
+    pbl_pool_opts so = {.launchers = &l, .n_launchers = 1};
+    BENCH_CHECK(pbl_process_pool_new(pl, &so, &sp));
+    uint64_t t0 = bench_now();
+    run_pool(&uv, sp, 4 * workers); /* every worker logged in */
+    ssh_start_ms = (double)(bench_now() - t0) / 1e6;
+    run_pool(&uv, sp, n / 10 + 1);
+  }
+
   /* Warm up: every worker started, caches and malloc arenas hot. */
   run_raw(&uv, n / 10 + 1, DEPTH);
   run_pool(&uv, p, n / 10 + 1);
 
   double r_raw[MAX_ROUNDS], r_pool[MAX_ROUNDS], r_map[MAX_ROUNDS];
-  double r_deep[MAX_ROUNDS];
+  double r_deep[MAX_ROUNDS], r_ssh[MAX_ROUNDS];
   double r_py[MAX_ROUNDS], r_pymap[MAX_ROUNDS], r_fut[MAX_ROUNDS];
   int py_n = 0, pymap_n = 0, fut_n = 0;
   for (int r = 0; r < rounds; r++) {
@@ -287,6 +337,8 @@ int main(int argc, char **argv) {
       r_raw[r] = run_raw(&uv, n, DEPTH);
     }
     r_map[r] = run_map(&uv, p, in, n);
+    if (sp != NULL)
+      r_ssh[r] = run_pool(&uv, sp, n);
     double v = run_py(script, "pebble", workers);
     if (v > 0)
       r_py[py_n++] = v;
@@ -301,6 +353,9 @@ int main(int argc, char **argv) {
   double m_deep = med(r_deep, rounds);
   double m_map = med(r_map, rounds), m_py = med(r_py, py_n);
   double m_pymap = med(r_pymap, pymap_n), m_fut = med(r_fut, fut_n);
+  double m_ssh = sp != NULL ? med(r_ssh, rounds) : -1;
+  double rt_local = round_trip_us(&uv, p, 200);
+  double rt_ssh = sp != NULL ? round_trip_us(&uv, sp, 200) : -1;
 
   printf("process pool throughput, trivial tasks (8-byte echo): %u workers, "
          "median of %d rounds\n",
@@ -310,6 +365,8 @@ int main(int argc, char **argv) {
   row("raw socketpair, 64 in flight", n, m_deep);
   row("pbl_pool_process", n, m_pool);
   row("pbl_pool_map_process /64", n, m_map);
+  if (sp != NULL)
+    row("pbl_pool_process through ssh", n, m_ssh);
   row("Pebble ProcessPool.schedule", PY_N, m_py);
   row("Pebble ProcessPool.map /64", PY_N, m_pymap);
   row("ProcessPoolExecutor.submit", PY_N, m_fut);
@@ -319,12 +376,25 @@ int main(int argc, char **argv) {
   bench_ratio("pool-process-vs-pebble-processpool", m_pool, m_py);
   bench_ratio("pool-map64-vs-pebble-processpool-map64", m_map, m_pymap);
   bench_ratio("pool-process-vs-processpoolexecutor", m_pool, m_fut);
+  bench_ratio("pool-process-ssh-vs-local", m_ssh, m_pool);
+  printf("round trip, one task at a time (median of 200): here %.0f us",
+         rt_local);
+  if (sp != NULL)
+    printf(", through ssh %.0f us; ssh pool start (%u workers logged in "
+           "and answering) %.0f ms",
+           rt_ssh, workers, ssh_start_ms);
+  printf("\n");
   if (m_py < 0)
     printf("(Python Pebble skipped: %s or pebble missing)\n", BENCH_PY);
+  if (sp == NULL)
+    printf("(ssh skipped: set PBL_BENCH_SSH to an ssh command line up to "
+           "the host)\n");
 
   free(in);
   raw_stop(&uv);
   pbl_pool_free(p);
+  if (sp != NULL)
+    pbl_pool_free(sp);
   pbl_loop_close(pl, NULL);
   uv_run(&uv, UV_RUN_DEFAULT);
   BENCH_CHECK(uv_loop_close(&uv));

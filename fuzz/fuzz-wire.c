@@ -44,7 +44,12 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   } else if (h->type == PBL__WIRE_FAIL) {
     pbl__wire_fail f;
     err = pbl__wire_fail_parse(payload, (size_t)h->len, &f);
-  } else if ((h->type == PBL__WIRE_CANCEL || h->type == PBL__WIRE_SKIPPED) &&
+  } else if (h->type == PBL__WIRE_HELLO) {
+    char host[PBL__WIRE_HOST_MAX + 1];
+    int pid;
+    err = pbl__wire_hello_parse(payload, (size_t)h->len, &pid, host);
+  } else if ((h->type == PBL__WIRE_CANCEL || h->type == PBL__WIRE_SKIPPED ||
+              h->type == PBL__WIRE_PING || h->type == PBL__WIRE_BYE) &&
              h->len != 0) {
     abort(); /* the decoder lets no payload through on these */
   }

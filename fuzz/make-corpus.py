@@ -7,7 +7,7 @@ import struct
 import sys
 
 PBL_EFAILED, PBL_ENOFUNC, UV_ENOMEM = -20003, -20004, -12
-VERSION = 2  # PBL__WIRE_VERSION (src/process/wire.h)
+VERSION = 3  # PBL__WIRE_VERSION (src/process/wire.h)
 
 
 def head(ftype, flags, tag, length):
@@ -38,7 +38,15 @@ def skipped(tag):
     return head(5, 0, tag, 0)
 
 
+def hello(pid, host):
+    return head(6, 0, 0, 4 + len(host)) + struct.pack("<I", pid) + host
+
+
 seeds = {
+    "hello": b"\0" + hello(4242, b"node7") + head(7, 0, 0, 0)
+    + result(b"r", 1),
+    "bad-hello": b"\0" + hello(0, b"x"),
+    "bye": b"\0" + call(b"a", b"x", 1, 0) + head(8, 0, 0, 0),
     "call": b"\0" + call(b"fn_echo", b"hello"),
     "call-empty": b"\0" + call(b"f", b""),
     "call-split": b"\x07" + call(b"do_job", bytes(range(256)) * 4),
@@ -55,7 +63,7 @@ seeds = {
     "cancel": b"\0" + call(b"a", b"x", 1, 0) + cancel(1),
     "skipped": b"\x05" + skipped(2) + result(b"r", 1),
     "bad-cancel-len": b"\0" + head(4, 0, 1, 3) + b"abc",
-    "old-version": b"\0" + b"pblw\x01" + call(b"f", b"")[5:],
+    "old-version": b"\0" + b"pblw\x02" + call(b"f", b"")[5:],
 }
 
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(

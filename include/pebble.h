@@ -300,6 +300,22 @@ PBL_EXTERN uint64_t pbl_task_stderr_dropped(const pbl_task_t *t);
 /* Pools                                                               */
 /* ------------------------------------------------------------------ */
 
+/* Where a process pool's workers run: a command that starts a command
+ * elsewhere and forwards its stdin and stdout (ssh, srun, kubectl exec,
+ * docker exec). The worker's command (worker_path, or this program's own
+ * path, and a marker argument) is appended to argv, with no shell of
+ * ours in between (ssh's remote shell does parse it: a path with spaces
+ * or shell characters does not work through ssh), and must exist at that
+ * path on the other side. The worker's channel is the launcher's stdin
+ * and stdout; its stderr comes back as the launcher's stderr. */
+typedef struct {
+  const char *const *argv; /* NULL-terminated prefix, e.g. {"ssh", "-T",
+                              "node7", NULL}, {"srun", "-N1", "-n1", NULL},
+                              {"kubectl", "exec", "-i", "pod", "--", NULL};
+                              NULL: local workers, as without launchers */
+  unsigned workers;        /* workers started through it; 0: 1 */
+} pbl_launcher;
+
 typedef struct {
   unsigned workers;   /* 0: number of CPUs */
   unsigned max_tasks; /* recycle a worker after this many tasks; 0: never */
@@ -319,6 +335,10 @@ typedef struct {
   unsigned spare_workers;  /* process pools: extra started workers kept
                               idle, so a worker that dies, times out or is
                               recycled is replaced at once; 0: none */
+  const pbl_launcher *launchers; /* process pools: where the workers run
+                                    (copied); with launchers, `workers`
+                                    must be 0 */
+  size_t n_launchers;            /* 0: local workers only */
 } pbl_pool_opts;
 
 typedef struct {

@@ -211,7 +211,7 @@ static void test_thread_cancel_keeps_order(void **state) {
   for (int i = 0; i < N; i++) {
     ids[i] = (logged){&log, i};
     pbl_task_opts o = {.priority = prio[i]};
-    if (i == 5) { /* after the cancels below */
+    if (i == 5) {                                 /* after the cancels below */
       assert_int_equal(pbl_task_cancel(t[3]), 0); /* priority 5's last */
       assert_int_equal(pbl_task_cancel(t[1]), 0); /* one in the middle */
     }
@@ -411,9 +411,8 @@ static void test_deadline_met(void **state) {
   pbl_test_gate gate;
   pbl_test_gate_init(&gate);
   deadline_seen s = {0};
-  pbl_task_opts o = {.queue_timeout_ms = 3600 * 1000,
-                     .on_done = on_deadline_done,
-                     .data = &s};
+  pbl_task_opts o = {
+      .queue_timeout_ms = 3600 * 1000, .on_done = on_deadline_done, .data = &s};
   assert_int_equal(pbl_pool_thread(p, gated, &gate, &o, NULL), 0);
   assert_true(pbl_test_gate_wait_entered(&gate, 1, 10000));
   pbl_test_gate_open(&gate);
@@ -484,18 +483,12 @@ int main(int argc, char **argv) {
   /* One thread in libuv's pool: a gated pbl_thread task holds it. */
   setenv("UV_THREADPOOL_SIZE", "1", 1);
   const struct CMUnitTest tests[] = {
-      T(test_thread_pool_order),
-      T(test_thread_order),
-      T(test_many_priorities),
-      T(test_map_priority),
-      T(test_thread_cancel_keeps_order),
-      T(test_process_pool_order),
-      T(test_deadline_thread_pool),
-      T(test_deadline_from_another_thread),
-      T(test_deadline_pbl_thread),
-      T(test_deadline_met),
-      T(test_deadline_process_pool),
-      T(test_bad_options),
+      T(test_thread_pool_order),         T(test_thread_order),
+      T(test_many_priorities),           T(test_map_priority),
+      T(test_thread_cancel_keeps_order), T(test_process_pool_order),
+      T(test_deadline_thread_pool),      T(test_deadline_from_another_thread),
+      T(test_deadline_pbl_thread),       T(test_deadline_met),
+      T(test_deadline_process_pool),     T(test_bad_options),
   };
   return cmocka_run_group_tests_name("priority", tests, NULL, NULL);
 }

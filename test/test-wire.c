@@ -32,8 +32,8 @@ static void test_head_checks(void **state) {
   struct {
     int at;
     uint8_t value;
-  } breaks[] = {{0, 'x'}, {3, 'x'}, {4, 1}, {4, 3}, {4, 0},
-                {5, 0},   {5, 6},   {6, 1}, {7, 1}};
+  } breaks[] = {{0, 'x'}, {3, 'x'}, {4, 2}, {4, 4}, {4, 0},
+                {5, 0},   {5, 9},   {6, 1}, {7, 1}};
   for (size_t i = 0; i < sizeof(breaks) / sizeof(breaks[0]); i++) {
     encode(b, PBL__WIRE_RESULT, 0, 1, 10);
     b[breaks[i].at] = breaks[i].value;
@@ -53,8 +53,9 @@ static void test_head_checks(void **state) {
   assert_int_equal(pbl__wire_head_decode(b, 1 << 20, &h), PBL_EPROTO);
   encode(b, PBL__WIRE_RESULT, 0, 1, UINT64_MAX);
   assert_int_equal(pbl__wire_head_decode(b, UINT64_MAX, &h), 0);
-  /* CANCEL and SKIPPED carry nothing, and no flag. */
-  uint8_t bare[] = {PBL__WIRE_CANCEL, PBL__WIRE_SKIPPED};
+  /* CANCEL, SKIPPED, PING and BYE carry nothing, and no flag. */
+  uint8_t bare[] = {PBL__WIRE_CANCEL, PBL__WIRE_SKIPPED, PBL__WIRE_PING,
+                    PBL__WIRE_BYE};
   for (size_t i = 0; i < sizeof(bare); i++) {
     encode(b, bare[i], 0, 7, 0);
     assert_int_equal(pbl__wire_head_decode(b, 100, &h), 0);
@@ -65,6 +66,41 @@ static void test_head_checks(void **state) {
     encode(b, bare[i], PBL__WIRE_F_LAST, 7, 0);
     assert_int_equal(pbl__wire_head_decode(b, 100, &h), PBL_EPROTO);
   }
+}
+
+/* A HELLO: pid and host, checked; the frame decodes as any other. */
+static void test_hello(void **state) {
+  (void)state;
+  uint8_t b[PBL__WIRE_HELLO_MAX];
+  char host[PBL__WIRE_HOST_MAX + 1];
+  int pid = 0;
+  size_t n = pbl__wire_hello_encode(b, 4242, "node7");
+  assert_int_equal(n, PBL__WIRE_HEAD + 4 + 5);
+  pbl__wire_head h;
+  assert_int_equal(pbl__wire_head_decode(b, 100, &h), 0);
+  assert_int_equal(h.type, PBL__WIRE_HELLO);
+  assert_int_equal(h.len, 9);
+  assert_int_equal(pbl__wire_hello_parse(b + PBL__WIRE_HEAD, 9, &pid, host), 0);
+  assert_int_equal(pid, 4242);
+  assert_string_equal(host, "node7");
+  char long_host[400];
+  memset(long_host, 'h', sizeof(long_host) - 1);
+  long_host[sizeof(long_host) - 1] = '\0';
+  n = pbl__wire_hello_encode(b, 1, long_host); /* cut at the maximum */
+  assert_int_equal(n, PBL__WIRE_HELLO_MAX);
+  n = pbl__wire_hello_encode(b, 1, ""); /* never empty */
+  assert_int_equal(
+      pbl__wire_hello_parse(b + PBL__WIRE_HEAD, n - PBL__WIRE_HEAD, &pid, host),
+      0);
+  assert_string_equal(host, "?");
+  uint8_t bad[8] = {0, 0, 0, 0, 'a'}; /* pid 0 */
+  assert_int_equal(pbl__wire_hello_parse(bad, 5, &pid, host), PBL_EPROTO);
+  bad[0] = 1;
+  bad[5] = '\0'; /* a NUL in the host */
+  assert_int_equal(pbl__wire_hello_parse(bad, 6, &pid, host), PBL_EPROTO);
+  assert_int_equal(pbl__wire_hello_parse(bad, 4, &pid, host), PBL_EPROTO);
+  encode(b, PBL__WIRE_HELLO, 0, 0, 4); /* no host */
+  assert_int_equal(pbl__wire_head_decode(b, 1000, &h), PBL_EPROTO);
 }
 
 static void test_call_parse(void **state) {
@@ -290,6 +326,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_head_roundtrip),
       cmocka_unit_test(test_head_checks),
+      cmocka_unit_test(test_hello),
       cmocka_unit_test(test_call_parse),
       cmocka_unit_test(test_fail_parse),
       cmocka_unit_test(test_reader_split_and_batched),

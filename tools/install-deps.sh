@@ -3,8 +3,9 @@
 # a compiler, meson, ninja, pkg-config, libuv and cmocka; for the example
 # HTTP server (examples/httpd/, test-httpd) h2o's libuv build with what it
 # links but does not depend on (OpenSSL's and zlib's headers), and wrk for
-# its benchmark; plus any package named on the command line. Uses sudo
-# unless run as root.
+# its benchmark; plus any package named on the command line
+# (openssh-server: the remote test suite runs workers through a real
+# sshd). Uses sudo unless run as root.
 set -eu
 if [ "$(id -u)" -eq 0 ]; then
   as_root=

@@ -140,9 +140,10 @@ int pbl_thread_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
     return UV_EINVAL;
   /* Process pool options on a thread pool are a mistake: a thread cannot
    * be killed, so not even an initializer's timeout can be kept. */
-  if (o != NULL && (o->process_init != NULL || o->worker_path != NULL ||
-                    o->kill_grace_ms != 0 || o->init_timeout_ms != 0 ||
-                    o->spare_workers != 0))
+  if (o != NULL &&
+      (o->process_init != NULL || o->worker_path != NULL ||
+       o->kill_grace_ms != 0 || o->init_timeout_ms != 0 ||
+       o->spare_workers != 0 || o->launchers != NULL || o->n_launchers != 0))
     return UV_EINVAL;
   pbl__tpool *tp = pbl__calloc(1, sizeof(*tp));
   if (tp == NULL)

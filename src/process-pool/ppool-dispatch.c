@@ -147,7 +147,14 @@ static bool backing_off(pbl__ppool *pp) {
 static unsigned start_n(pbl__ppool *pp, unsigned n0) {
   pbl_pool_t *p = &pp->base;
   for (unsigned i = 0; i < n0; i++) {
-    int err = pbl__pworker_start(pp, &worker_events);
+    uv_mutex_lock(&p->lock);
+    pbl__plaunch *l = pbl__ppool_launch_pick(pp);
+    if (l == NULL) /* launchers busy starting: their HELLOs dispatch again */
+      pp->slots -= n0 - i;
+    uv_mutex_unlock(&p->lock);
+    if (l == NULL)
+      return i;
+    int err = pbl__pworker_start(pp, l, &worker_events);
     if (err == 0)
       continue;
     char msg[128];
@@ -178,7 +185,7 @@ static unsigned start_workers(pbl__ppool *pp) {
     QUEUE *q;
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
-      if (w->state == PBL__PW_STARTING)
+      if (w->state == PBL__PW_HELLO || w->state == PBL__PW_STARTING)
         room += PBL__PPOOL_MIN_DEPTH;
       else if (w->state == PBL__PW_READY && w->njobs < PBL__PPOOL_MIN_DEPTH)
         room += PBL__PPOOL_MIN_DEPTH - w->njobs;
@@ -212,7 +219,7 @@ static unsigned start_spares(pbl__ppool *pp) {
     QUEUE *q;
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
-      if (w->state == PBL__PW_STARTING ||
+      if (w->state == PBL__PW_HELLO || w->state == PBL__PW_STARTING ||
           (w->state == PBL__PW_READY && w->njobs == 0 && !w->wr_broken))
         idle++;
     }
@@ -247,7 +254,8 @@ static void wind_down_workers(pbl__ppool *pp) {
   QUEUE *q;
   PBL__PPOOL_EACH(q, pp) {
     pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
-    bool busy = w->njobs > 0 || w->state == PBL__PW_STARTING;
+    bool busy = w->njobs > 0 || w->state == PBL__PW_HELLO ||
+                w->state == PBL__PW_STARTING;
     if (state == PBL__POOL_STOPPED && busy)
       pbl__pworker_kill(w, pp->grace_ms);
     else if (w->state == PBL__PW_READY)
@@ -281,7 +289,7 @@ void pbl__ppool_dispatch(pbl__ppool *pp) {
         continue;
       bool idle = w->njobs == 0;
       if (idle && busy >= pp->target)
-        continue; /* a spare, while the others run */
+        continue;  /* a spare, while the others run */
       fill(pp, w); /* it takes what depth() allows */
       if (idle && w->njobs > 0)
         busy++;

@@ -56,6 +56,32 @@
  * socket. The initializer is the first call to every new worker; no job
  * goes to a worker before it answered.
  *
+ * Handshake. A worker's first frame is a HELLO (its pid and host): until
+ * it came the worker is HELLO, counts as starting, and gets nothing, not
+ * even its initializer's call; so no task's timeout counts a worker's
+ * start. Bytes before it that are no frame (a remote shell's startup
+ * files printing to stdout) fail the start, with the bytes quoted. A
+ * local worker that dies before its HELLO still takes the oldest queued
+ * task with it (a program that is no worker must not send a task round
+ * for ever); a launched one does not: its launcher failed (an sshd's
+ * MaxStartups resets logins past 10 at once), and it is tried again, with
+ * the backoff, PBL__PPOOL_LAUNCH_TRIES times in a row before the queued
+ * tasks fail with the launcher's words.
+ *
+ * Launchers (ppool-launch.c). Each worker starts in a place: a launcher's
+ * argv, or here (argv NULL; a pool without launchers has one such place
+ * for all its workers). A place holds at most its `workers` slots, and a
+ * launcher at most PBL__PPOOL_LAUNCH_MAX of its workers in HELLO at once.
+ * A launched worker's kill sends BYE, closes the channel, then SIGTERM to
+ * the launcher's group (which forwards it, as srun does, or dies, as ssh
+ * does: the worker sees its channel end) and SIGKILL after the grace; the
+ * worker ends its own group (process/worker-chan.h). Its retire is a BYE,
+ * the channel kept open (the channel's end tells a launched worker that
+ * its pool is gone). Heartbeats: a PING each way every
+ * PBL__WORKER_HB_MS; a launched worker from which nothing came for
+ * PBL__WORKER_HB_DEAD of them is lost: its task expires with words that
+ * name its host and launcher, and it is killed.
+ *
  * Spare workers (spare_workers): once the pool is in use, that many
  * started workers beyond those running or about to run the queue, in
  * slots of their own (target + spare slots), never filled while
@@ -91,6 +117,21 @@
 #define PBL__PPOOL_BUDGET_NS 200000 /* work in flight per worker */
 /* The initializer's call; task ids start at 1. */
 #define PBL__PPOOL_INIT_TAG 0
+/* Launched workers: starts in HELLO at once per launcher (sshd's
+ * MaxStartups drops logins from 10 at once on), failed starts in a row
+ * before the queued tasks fail, and the longest wait for a HELLO. */
+#define PBL__PPOOL_LAUNCH_MAX 8
+#define PBL__PPOOL_LAUNCH_TRIES 6
+#define PBL__PPOOL_HELLO_MS 60000
+
+/* A place workers start (ppool-launch.c). */
+typedef struct pbl__plaunch {
+  char **argv;          /* a launcher's, copied, NULL-terminated; NULL: here */
+  unsigned workers;     /* slots it may hold */
+  unsigned slots;       /* loop: held by its workers */
+  unsigned hello;       /* loop: its workers not yet announced */
+  unsigned start_fails; /* loop: launched starts in a row that died unheard */
+} pbl__plaunch;
 
 typedef struct pbl__ppool pbl__ppool;
 typedef struct pbl__pwrite pbl__pwrite;
@@ -108,6 +149,7 @@ typedef struct pbl__pworker_events {
 } pbl__pworker_events;
 
 typedef enum {
+  PBL__PW_HELLO,    /* started, not yet announced: gets nothing */
   PBL__PW_STARTING, /* the initializer's call is out */
   PBL__PW_READY,    /* takes jobs */
   PBL__PW_RETIRING, /* its channel is shut: answers what it has, exits */
@@ -127,7 +169,16 @@ typedef struct pbl__pworker {
   unsigned first, njobs;
   unsigned sent;         /* loop: tasks sent, for max_tasks */
   uint64_t job_start_ns; /* loop: when its oldest job started */
-  int pid;
+  int pid;               /* the child we started (a launcher's, if any) */
+  int worker_pid;        /* loop: the worker's own, from its HELLO */
+  char *host;            /* loop: from its HELLO, or NULL */
+  pbl__plaunch *launch;  /* where it started */
+  unsigned magic_seen;   /* loop: HELLO: bytes of the wire's magic seen */
+  uint64_t heard_ns;     /* loop: launched: when bytes last came */
+  uint64_t spawn_ns;     /* loop: when it was started */
+  bool hb_timer_open;    /* loop: hb_timer is initialised, not closed */
+  bool hello_owed;       /* loop: counted in launch->hello */
+  uv_timer_t hb_timer;   /* loop: launched: heartbeats, HELLO's deadline */
   uint8_t state;         /* loop: pbl__pw_state */
   bool slot;             /* loop: holds a slot (lock to change the count) */
   bool answered;         /* loop: it answered once: it started fine */
@@ -155,7 +206,9 @@ struct pbl__ppool {
   uint64_t grace_ms;
   uint64_t init_timeout_ms; /* 0: none */
   char *worker_path;        /* NULL: this program */
-  const char *init_name;    /* the initializer's registry name, or NULL */
+  pbl__plaunch *launch;     /* where workers start; at least one */
+  size_t nlaunch;
+  const char *init_name; /* the initializer's registry name, or NULL */
   void *init_in;
   size_t init_len;
   /* lock */
@@ -216,11 +269,15 @@ void pbl__pwrite_free(pbl__pwrite *wr);
 void pbl__pworker_write_init(pbl__pworker *w);
 void pbl__pworker_write_over(pbl__pworker *w);
 
+/* A frame without payload (PING, BYE) to w, after what is queued. */
+void pbl__pworker_send_bare(pbl__pworker *w, uint8_t type);
+
 /* ppool-worker.c, loop thread. */
-/* Starts a worker that reports through ev; it holds a slot already
- * counted by the caller. On error gives the slot back; returns 0 or
- * libuv's error. */
-int pbl__pworker_start(pbl__ppool *pp, const pbl__pworker_events *ev);
+/* Starts a worker in place l that reports through ev; it holds a slot
+ * already counted by the caller (in the pool and in l). On error gives
+ * the slot back; returns 0 or libuv's error. */
+int pbl__pworker_start(pbl__ppool *pp, pbl__plaunch *l,
+                       const pbl__pworker_events *ev);
 /* The head of w's oldest job, or NULL. */
 pbl__pool_item *pbl__pworker_head(const pbl__pworker *w);
 /* A job reached the head of w: count its wait, arm its timers, start its
@@ -239,6 +296,25 @@ void pbl__pworker_init_over(pbl__pworker *w);
 void pbl__pworker_close_own(pbl__pworker *w, uv_handle_t *h);
 /* w gives its slot back (once). */
 void pbl__pworker_vacate(pbl__pworker *w);
+/* ppool-launch.c, loop thread. */
+/* Copies o's launchers into pp (one place for all workers without).
+ * Any thread, at the pool's making. Returns 0, UV_EINVAL or UV_ENOMEM. */
+int pbl__ppool_launch_init(pbl__ppool *pp, const pbl_pool_opts *o);
+void pbl__ppool_launch_free(pbl__ppool *pp);
+/* lock: a place with a free slot and room for a start, or NULL; takes
+ * the slot in it. */
+pbl__plaunch *pbl__ppool_launch_pick(pbl__ppool *pp);
+/* w left HELLO (announced, dead or killed): the launcher's count. */
+void pbl__pworker_hello_over(pbl__pworker *w);
+/* Launched workers: heartbeats and HELLO's deadline, from w's start. */
+void pbl__pworker_watch(pbl__pworker *w);
+void pbl__pworker_watch_over(pbl__pworker *w);
+/* "worker 12 on node7 (through ssh)" into buf. */
+const char *pbl__pworker_name(const pbl__pworker *w, char *buf, size_t len);
+/* A launched worker died before its HELLO: tried again, or after
+ * PBL__PPOOL_LAUNCH_TRIES in a row the queued tasks fail. */
+void pbl__pworker_launch_failed(pbl__pworker *w, int64_t status, int sig);
+
 /* ppool-worker-end.c. w died on its own (not killed): the item it ran expires
  * (or, while starting, its initializer failed), the rest is requeued. */
 void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig);

@@ -84,6 +84,19 @@ static void detach(pbl__pworker *w) {
   uv_mutex_unlock(&p->lock);
 }
 
+/* A BYE, if the channel takes it now: a launched worker that reads it
+ * before the channel's end exits at once rather than ending itself. */
+static void say_bye(pbl__pworker *w) {
+  uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
+  if (ch == NULL || w->wr_reqs > 0)
+    return; /* a frame half written: a BYE now would cut into it */
+  uint8_t head[PBL__WIRE_HEAD];
+  pbl__wire_head h = {.type = PBL__WIRE_BYE};
+  pbl__wire_head_encode(head, &h);
+  uv_buf_t b = uv_buf_init((char *)head, sizeof(head));
+  (void)uv_try_write(ch, &b, 1); /* all or nothing for 24 bytes, or none */
+}
+
 void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {
   PBL__ASSERT_LOOP(w->pp->base.loop);
   if (w->state == PBL__PW_DYING)
@@ -95,13 +108,23 @@ void pbl__pworker_kill(pbl__pworker *w, uint64_t grace_ms) {
                     PBL__DELIVER_LATER); /* its chunk's time is up too */
   w->state = PBL__PW_DYING;
   pbl__pworker_init_over(w);
+  pbl__pworker_hello_over(w);
   pbl__channel_stop(w->child, &w->reading);
   detach(w);
   pbl__pworker_vacate(w);
   pbl__child_ref(w->child, true); /* reaped before uv_run() returns */
-  pbl__child_kill(w->child, grace_ms);
-  pbl__child_close(w->child); /* its pipes now; the rest once reaped */
-  w->ev->on_change(w->pp);    /* a replacement, the requeued jobs */
+  if (w->launch->argv != NULL) {
+    /* A launcher: word first, then the channel's end (what the worker
+     * acts on), then SIGTERM, which a launcher forwards (srun) or dies
+     * of (ssh); never SIGKILL first, which srun does not forward. */
+    say_bye(w);
+    pbl__child_close(w->child);
+    pbl__child_kill(w->child, grace_ms > 0 ? grace_ms : w->pp->grace_ms);
+  } else {
+    pbl__child_kill(w->child, grace_ms);
+    pbl__child_close(w->child); /* its pipes now; the rest once reaped */
+  }
+  w->ev->on_change(w->pp); /* a replacement, the requeued jobs */
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -114,6 +137,16 @@ void pbl__pworker_retire(pbl__pworker *w) {
   if (w->state != PBL__PW_READY)
     return;
   w->state = PBL__PW_RETIRING;
+  if (w->launch->argv != NULL) {
+    /* The channel stays open: its end means the pool is gone. */
+    pbl__pworker_send_bare(w, PBL__WIRE_BYE);
+    if (w->njobs == 0) {
+      pbl__pworker_vacate(w);
+      pbl__child_ref(w->child, true);
+      pbl__child_expect_exit(w->child, w->pp->grace_ms, w->pp->grace_ms);
+    }
+    return;
+  }
   uv_shutdown_t *req = pbl__malloc(sizeof(*req));
   uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
   if (req == NULL || ch == NULL || uv_shutdown(req, ch, on_shutdown) != 0) {
@@ -129,18 +162,62 @@ void pbl__pworker_retire(pbl__pworker *w) {
   }
 }
 
+/* A local worker died before its HELLO: it takes the oldest queued job
+ * with it, as if it had been sent (its head then expires): a program
+ * that is no worker must not leave a task queued for ever. */
+static void take_one_job(pbl__pworker *w) {
+  pbl_pool_t *p = &w->pp->base;
+  size_t k;
+  uv_mutex_lock(&p->lock);
+  pbl__pool_item *job = w->njobs == 0 ? pbl__pool_take_job(p, &k) : NULL;
+  if (job != NULL) {
+    w->first = 0;
+    w->jobs[0] = job;
+    w->njobs = 1;
+  }
+  uv_mutex_unlock(&p->lock);
+  for (pbl__pool_item *it = job; it != NULL; it = it->next) {
+    ((pbl__pitem *)it)->w = w;
+    it->base.lflags |= PBL__L_STARTED;
+    pbl__task_hold(&it->base); /* until it leaves w */
+  }
+  if (job != NULL) { /* the head "ran" there: it expires with it */
+    pbl__pitem *pi = (pbl__pitem *)job;
+    atomic_store_explicit(&pi->proc.pid, w->pid, memory_order_release);
+    (void)pbl__task_begin(&job->base); /* ended already: it stays so */
+  }
+}
+
+/* Words on a launched worker's end: its launcher died (or exited). */
+static char *lost_words(const pbl__pworker *w, int64_t status, int sig) {
+  char who[384], *how = pbl__exit_words(w->launch->argv[0], status, sig);
+  char buf[640];
+  snprintf(buf, sizeof(buf), "%s was lost: %s",
+           pbl__pworker_name(w, who, sizeof(who)),
+           how != NULL ? how : "its launcher ended");
+  pbl__free(how);
+  return pbl__strdup(buf);
+}
+
 void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
   PBL__ASSERT_LOOP(w->pp->base.loop);
   pbl__ppool *pp = w->pp;
-  char who[64], *words;
+  char who[384], *words;
   if (w->state == PBL__PW_RETIRING && w->njobs == 0) {
     w->state = PBL__PW_DYING; /* retired: the exit it was asked for */
     pbl__pworker_vacate(w);   /* if its last answers came with the exit */
     return;
   }
   bool early = !w->answered;
-  snprintf(who, sizeof(who), "worker %d", w->pid);
-  words = pbl__worker_exit_words(w->pid, status, sig);
+  bool launched = w->launch->argv != NULL;
+  if (w->state == PBL__PW_HELLO && launched)
+    pbl__pworker_launch_failed(w, status, sig);
+  else if (w->state == PBL__PW_HELLO)
+    take_one_job(w);
+  pbl__pworker_hello_over(w);
+  pbl__pworker_name(w, who, sizeof(who));
+  words = launched ? lost_words(w, status, sig)
+                   : pbl__worker_exit_words(w->pid, status, sig);
   /* Only a call that reached it can have killed it; one that did not
    * goes to the next worker -- unless this one never answered anything: a
    * program that is no worker must not send a task round for ever. */
@@ -152,7 +229,7 @@ void pbl__pworker_died(pbl__pworker *w, int64_t status, int sig) {
     pbl__pworker_init_failed(w, UV_ENOMEM, 0,
                              "out of memory for a write to a new worker");
   } else if (w->state == PBL__PW_STARTING) {
-    char msg[192];
+    char msg[640];
     snprintf(msg, sizeof(msg), "initializer did not finish: %s",
              words != NULL ? words : who);
     pbl__pworker_init_failed(w, PBL_EFAILED, 0, msg);

@@ -275,3 +275,18 @@ bool pbl__pworker_may_have_run(pbl__pworker *w, const pbl__pitem *pi) {
    * that one ends pi's call, w never had the call whole. */
   return !(w->unread && pi->frame_end == w->wr_done);
 }
+
+void pbl__pworker_send_bare(pbl__pworker *w, uint8_t type) {
+  PBL__ASSERT_LOOP(w->pp->base.loop);
+  pbl__pwrite *wr = pwrite_get(w);
+  if (wr == NULL)
+    return; /* a PING missed; a BYE missed: the grace kills it */
+  int err = pbl__wire_batch_bare(&wr->b, type, 0);
+  if (err == 0)
+    err = add_frame(wr, NULL);
+  if (err != 0) {
+    pwrite_done(wr);
+    return;
+  }
+  pwrite_go(w, wr, 0);
+}

@@ -20,6 +20,7 @@ void pbl__pworker_vacate(pbl__pworker *w) {
   w->slot = false;
   pbl_pool_t *p = &w->pp->base;
   uv_mutex_lock(&p->lock);
+  w->launch->slots--;
   w->pp->slots--;
   w->pp->vacated++;
   uv_mutex_unlock(&p->lock);
@@ -32,7 +33,7 @@ void pbl__pworker_vacate(pbl__pworker *w) {
  * task and is put down. */
 static void item_starts(pbl__pworker *w, pbl__pool_item *it) {
   pbl__pitem *pi = (pbl__pitem *)it;
-  atomic_store_explicit(&pi->proc.pid, w->pid, memory_order_release);
+  atomic_store_explicit(&pi->proc.pid, w->worker_pid, memory_order_release);
   if (!pbl__task_begin(&it->base))
     pbl__pworker_kill(w, pbl__pworker_grace(w->pp, &it->base));
 }
@@ -151,12 +152,45 @@ static int init_answer(pbl__pworker *w, const pbl__wire_head *h,
   return 0;
 }
 
+static void arm_init_timer(pbl__pworker *w);
+
+/* The worker announced itself: it gets its initializer, or jobs. */
+static int hello(pbl__pworker *w, const pbl__wire_head *h, void *payload) {
+  char host[PBL__WIRE_HOST_MAX + 1];
+  int pid = 0;
+  int err = h->type != PBL__WIRE_HELLO
+                ? PBL_EPROTO
+                : pbl__wire_hello_parse(payload, (size_t)h->len, &pid, host);
+  pbl__free(payload);
+  if (err != 0)
+    return err;
+  pbl__pworker_hello_over(w);
+  w->launch->start_fails = 0;
+  w->worker_pid = pid;
+  pbl__free(w->host);
+  w->host = pbl__strdup(host); /* NULL: words without it */
+  if (w->pp->init_name == NULL) {
+    w->state = PBL__PW_READY; /* on_change follows the read */
+    return 0;
+  }
+  w->state = PBL__PW_STARTING;
+  arm_init_timer(w);
+  pbl__pworker_send_init(w);
+  return 0;
+}
+
 static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   pbl__pworker *w = ctx;
   if (w->state == PBL__PW_DYING) { /* killed while this batch was read */
     pbl__free(payload);
     return 0;
   }
+  if (h->type == PBL__WIRE_PING) { /* its news is that bytes came */
+    pbl__free(payload);
+    return 0;
+  }
+  if (w->state == PBL__PW_HELLO)
+    return hello(w, h, payload);
   if (w->state == PBL__PW_STARTING)
     return init_answer(w, h, payload);
   if (h->type == PBL__WIRE_SKIPPED) {
@@ -192,7 +226,12 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
 static void broken(pbl__pworker *w, int err) {
   if (w->state == PBL__PW_DYING)
     return;
-  if (w->state == PBL__PW_STARTING) {
+  if (w->state == PBL__PW_HELLO) {
+    char who[384], msg[512];
+    snprintf(msg, sizeof(msg), "%s: no handshake: %s",
+             pbl__pworker_name(w, who, sizeof(who)), pbl_strerror(err));
+    pbl__pworker_init_failed(w, err, 0, msg);
+  } else if (w->state == PBL__PW_STARTING) {
     char msg[96];
     snprintf(msg, sizeof(msg), "initializer: worker %d: %s", w->pid,
              pbl_strerror(err));
@@ -220,9 +259,49 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   pbl__wire_reader_buf(&w->rd, &buf->base, &buf->len);
 }
 
+/* Bytes before the HELLO that are not a frame's start: a remote shell's
+ * startup files printing to stdout, most likely. The start fails with
+ * the bytes quoted. Returns true if so. */
+static bool junk_first(pbl__pworker *w, const char *bytes, size_t n) {
+  static const char magic[4] = {'p', 'b', 'l', 'w'};
+  size_t i = 0;
+  while (i < n && w->magic_seen < 4 && bytes[i] == magic[w->magic_seen]) {
+    i++;
+    w->magic_seen++;
+  }
+  if (i == n || w->magic_seen == 4)
+    return false;
+  char quoted[256], who[384], msg[768];
+  size_t q = 0;
+  for (size_t k = 0; k < n && k < 60 && q + 5 < sizeof(quoted); k++) {
+    unsigned char c = (unsigned char)bytes[k];
+    if (c == '\n')
+      q += (size_t)snprintf(quoted + q, sizeof(quoted) - q, "\\n");
+    else if (c < 32 || c >= 127 || c == '"' || c == '\\')
+      q += (size_t)snprintf(quoted + q, sizeof(quoted) - q, "\\x%02x", c);
+    else
+      quoted[q++] = (char)c;
+  }
+  quoted[q] = '\0';
+  snprintf(msg, sizeof(msg),
+           "%s wrote \"%s\"%s before its handshake: shell startup output "
+           "on stdout (a startup file of the remote shell prints; the "
+           "channel must carry frames only)",
+           pbl__pworker_name(w, who, sizeof(who)), quoted, n > 60 ? "..." : "");
+  pbl__pworker_init_failed(w, PBL_EPROTO, 0, msg);
+  pbl__pworker_kill(w, w->pp->grace_ms);
+  return true;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   pbl__pworker *w = s->data;
-  (void)buf;
+  if (nread > 0)
+    w->heard_ns = uv_hrtime();
+  if (nread > 0 && w->state == PBL__PW_HELLO &&
+      junk_first(w, buf->base, (size_t)nread)) {
+    after_answers(w);
+    return;
+  }
   if (nread > 0) {
     int err = pbl__wire_reader_feed(&w->rd, (size_t)nread);
     if (err != 0)
@@ -265,6 +344,7 @@ static void worker_gone(pbl__pworker *w) {
   pbl__wire_reader_free(&w->rd);
   if (w->spare != NULL)
     pbl__pwrite_free(w->spare);
+  pbl__free(w->host);
   pbl__free(w);
   pbl__pool_settle(p); /* may let the pool go: p is not used after */
 }
@@ -274,6 +354,7 @@ static void on_closed(void *data) {
   w->child = NULL;
   pbl__pworker_init_over(w);
   pbl__pworker_write_over(w);
+  pbl__pworker_watch_over(w);
   if (w->own == 0)
     worker_gone(w);
 }
@@ -326,7 +407,17 @@ static void arm_init_timer(pbl__pworker *w) {
 
 /* ---- start ---- */
 
-int pbl__pworker_start(pbl__ppool *pp, const pbl__pworker_events *ev) {
+/* A start that did not happen gives its slot back, in the pool and in
+ * its place. */
+static void unslot(pbl__ppool *pp, pbl__plaunch *l) {
+  pp->slots--;
+  l->slots--;
+  if (l->argv != NULL)
+    l->hello--;
+}
+
+int pbl__pworker_start(pbl__ppool *pp, pbl__plaunch *l,
+                       const pbl__pworker_events *ev) {
   PBL__ASSERT_LOOP(pp->base.loop);
   pbl_pool_t *p = &pp->base;
   pbl__pworker *w = pbl__calloc(1, sizeof(*w));
@@ -336,22 +427,23 @@ int pbl__pworker_start(pbl__ppool *pp, const pbl__pworker_events *ev) {
   if (err != 0) {
     pbl__free(w);
     uv_mutex_lock(&p->lock);
-    pp->slots--;
+    unslot(pp, l);
     uv_mutex_unlock(&p->lock);
     return err;
   }
   w->pp = pp;
   w->ev = ev;
+  w->launch = l;
   w->state = PBL__PW_DYING; /* until it runs */
   uv_mutex_lock(&p->lock);
   QUEUE_INSERT_TAIL(&pp->workers, &w->link);
   p->unjoined++;
   uv_mutex_unlock(&p->lock);
-  err = pbl__worker_spawn(p->loop, pp->worker_path, on_exit, on_closed, w,
-                          &w->child);
+  err = pbl__worker_spawn_via(p->loop, pp->worker_path, l->argv, pp->grace_ms,
+                              on_exit, on_closed, w, &w->child);
   uv_mutex_lock(&p->lock);
   if (err != 0) {
-    pp->slots--; /* never started: not a slot given back */
+    unslot(pp, l); /* never started: not a slot given back */
   } else if (pp->vacated > 0) {
     pp->vacated--;
     p->st.respawned++;
@@ -370,9 +462,11 @@ int pbl__pworker_start(pbl__ppool *pp, const pbl__pworker_events *ev) {
     return err;
   }
   w->slot = true;
-  w->pid = pbl__child_pid(w->child);
+  w->hello_owed = l->argv != NULL;
+  w->pid = w->worker_pid = pbl__child_pid(w->child);
   pbl__pworker_write_init(w);
-  w->state = pp->init_name != NULL ? PBL__PW_STARTING : PBL__PW_READY;
+  pbl__pworker_watch(w);
+  w->state = PBL__PW_HELLO;        /* nothing goes to it before its HELLO */
   pbl__child_ref(w->child, false); /* an idle pool is not work */
   uv_stream_t *ch = pbl__child_stream(w->child, PBL__WORKER_FD);
   ch->data = w;
@@ -382,9 +476,5 @@ int pbl__pworker_start(pbl__ppool *pp, const pbl__pworker_events *ev) {
     return 0; /* it started, and was put down: its slot is free again */
   }
   w->reading = true;
-  if (w->state == PBL__PW_STARTING) {
-    arm_init_timer(w);
-    pbl__pworker_send_init(w);
-  }
   return 0;
 }

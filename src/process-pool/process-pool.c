@@ -97,6 +97,7 @@ static void pp_destroy(pbl_pool_t *p) {
   pbl__ppool *pp = (pbl__ppool *)p;
   pbl__free(pp->worker_path);
   pbl__free(pp->init_in);
+  pbl__ppool_launch_free(pp);
   pbl__free(pp);
 }
 
@@ -165,6 +166,8 @@ int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
         err = UV_ENOMEM;
     }
   }
+  if (err == 0)
+    err = pbl__ppool_launch_init(pp, o);
   if (err == 0)
     err = pbl__pool_init(&pp->base, &process_kind, pl, o);
   if (err == 0) {

@@ -253,13 +253,17 @@ static int init_stdio(uv_loop_t *loop, pbl__child *c, unsigned flags,
   }
   if ((flags & PBL__CHILD_CHANNEL) && err == 0)
     err = init_pipe(loop, c, 3, &so->fds[3]);
+  if ((flags & PBL__CHILD_STDIO_CHANNEL) && err == 0) {
+    err = init_pipe(loop, c, 3, &so->fds[0]);
+    so->fds[1] = so->fds[0]; /* closed once: close_child_ends */
+  }
   return err;
 }
 
 /* The child has its copies now (or never will): ours go. */
 static void close_child_ends(pbl__start_opts *so) {
   for (int fd = 0; fd < NPIPES; fd++)
-    if (so->fds[fd] >= 0)
+    if (so->fds[fd] >= 0 && (fd == 0 || so->fds[fd] != so->fds[fd - 1]))
       close(so->fds[fd]);
 }
 

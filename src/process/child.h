@@ -35,7 +35,10 @@ typedef void (*pbl__child_closed_cb)(void *data);
 enum {
   PBL__CHILD_CHANNEL = 1 << 0, /* fd 3: a socketpair, read and write */
   PBL__CHILD_STDIN = 1 << 1,   /* fd 0: a pipe we write (else /dev/null) */
-  PBL__CHILD_CAPTURE = 1 << 2  /* fd 1, 2: pipes we read (else inherited) */
+  PBL__CHILD_CAPTURE = 1 << 2, /* fd 1, 2: pipes we read (else inherited) */
+  /* A launcher's channel: one socketpair on its fds 0 and 1, our end
+   * where CHANNEL's is (pbl__child_stream(c, 3)). Not with the above. */
+  PBL__CHILD_STDIO_CHANNEL = 1 << 3
 };
 
 typedef struct pbl__child_opts {

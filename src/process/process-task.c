@@ -42,6 +42,7 @@ typedef struct {
   int64_t status;      /* loop: the child's exit */
   int sig;
   bool reading, answered, finished;
+  bool hello; /* the worker announced itself (its first frame) */
 } process_task;
 
 static void finish(process_task *pt);
@@ -66,7 +67,13 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   process_task *pt = ctx;
   pbl_task_t *t = &pt->base;
   pbl__wire_fail f;
-  if (h->tag != t->id || pt->answered || !pbl__wire_ran(h->type) ||
+  if (h->type == PBL__WIRE_HELLO && !pt->hello) { /* the worker's first */
+    pbl__free(payload);
+    pt->hello = true;
+    return 0;
+  }
+  if (!pt->hello || h->tag != t->id || pt->answered ||
+      !pbl__wire_ran(h->type) ||
       (h->type == PBL__WIRE_FAIL &&
        pbl__wire_fail_parse(payload, (size_t)h->len, &f) != 0)) {
     pbl__free(payload);

@@ -14,8 +14,10 @@ const char *pbl__registry_name(pbl_process_fn fn);
 pbl_process_fn pbl__registry_find(const char *name);
 
 /* A worker is started as `<program> --pbl-worker=<version>,<parent pid>`
- * with its channel on fd 3. The marker is on the command line only, so
- * nothing of it is inherited by the processes a task starts. */
+ * with its channel on fd 3; through a launcher as `<launcher argv...>
+ * <program> --pbl-worker=<version>,0,<kill grace ms>` with its channel on
+ * its stdin and stdout (worker-chan.h). The marker is on the command line
+ * only, so nothing of it is inherited by the processes a task starts. */
 #define PBL__WORKER_ARG "--pbl-worker="
 #define PBL__WORKER_FD 3
 /* Exit codes of a worker that gives up (sysexits.h values). */
@@ -41,6 +43,15 @@ int pbl__worker_spawn(pbl_loop_t *pl, const char *worker_path,
                       pbl__child_exit_cb on_exit,
                       pbl__child_closed_cb on_closed, void *data,
                       pbl__child **out);
+/* The same through a launcher: launcher[0..] (NULL-terminated, argv[0]
+ * looked up in PATH), then the worker's command; its channel is still
+ * pbl__child_stream(c, PBL__WORKER_FD) on our side. grace_ms is the
+ * worker's own grace when it ends itself. NULL launcher: as above. */
+int pbl__worker_spawn_via(pbl_loop_t *pl, const char *worker_path,
+                          char *const *launcher, uint64_t grace_ms,
+                          pbl__child_exit_cb on_exit,
+                          pbl__child_closed_cb on_closed, void *data,
+                          pbl__child **out);
 
 /* channel.c, loop thread: after a worker exited, feeds rd what it
  * wrote before it died, without blocking (a process it started may still

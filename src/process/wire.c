@@ -53,7 +53,11 @@ static bool len_fits(uint8_t type, uint64_t len) {
     return len >= 8 && len <= 8 + PBL__WIRE_MSG_MAX;
   case PBL__WIRE_CANCEL:
   case PBL__WIRE_SKIPPED:
+  case PBL__WIRE_PING:
+  case PBL__WIRE_BYE:
     return len == 0;
+  case PBL__WIRE_HELLO:
+    return len >= 5 && len <= 4 + PBL__WIRE_HOST_MAX;
   default:
     return true;
   }
@@ -67,7 +71,7 @@ int pbl__wire_head_decode(const uint8_t in[PBL__WIRE_HEAD], uint64_t max_len,
   h->flags = in[6];
   h->tag = get_u64(in + 8);
   h->len = get_u64(in + 16);
-  if (h->type < PBL__WIRE_CALL || h->type > PBL__WIRE_SKIPPED)
+  if (h->type < PBL__WIRE_CALL || h->type > PBL__WIRE_BYE)
     return PBL_EPROTO;
   uint8_t allowed = h->type == PBL__WIRE_CALL ? PBL__WIRE_F_LAST : 0;
   if ((h->flags & ~allowed) != 0 || h->len > max_len ||
@@ -342,7 +346,8 @@ int pbl__wire_batch_fail(pbl__wire_batch *b, uint64_t tag, int err, int code,
 }
 
 int pbl__wire_batch_bare(pbl__wire_batch *b, uint8_t type, uint64_t tag) {
-  if (type != PBL__WIRE_CANCEL && type != PBL__WIRE_SKIPPED)
+  if (type != PBL__WIRE_CANCEL && type != PBL__WIRE_SKIPPED &&
+      type != PBL__WIRE_PING && type != PBL__WIRE_BYE)
     return UV_EINVAL;
   mark_t m;
   return put_head(b, type, 0, tag, 0, &m);

@@ -26,6 +26,17 @@
  *          started.
  *   SKIPPED (worker to parent) none: the call `tag` was dropped on a
  *          CANCEL before it started; its function never ran.
+ *   HELLO  (worker to parent, its first frame, tag 0) u32 the worker's
+ *          pid, then its host name (1..255 bytes, no NUL). The parent
+ *          counts a worker started, and sends it calls, only once this
+ *          came: anything else first (a remote shell's startup files
+ *          printing to stdout) fails the start.
+ *   PING   (both ways, launched workers, tag 0) none: a heartbeat. Any
+ *          bytes count as one; a side that hears nothing for long enough
+ *          takes the other for lost.
+ *   BYE    (parent to worker, tag 0) none: no more calls: answer those
+ *          read, then exit, the channel kept open (a launched worker
+ *          takes the channel's end for its parent's loss).
  *
  * One channel carries any number of calls (a pool's worker serves many;
  * a one-shot worker gets one call flagged LAST and exits after its
@@ -34,7 +45,9 @@
  * SKIPPED comes as soon as the CANCEL is read: always before the answer
  * of the call just before the skipped one. A CANCEL for a call that has
  * started or was answered is ignored. Version 2 added CANCEL and
- * SKIPPED.
+ * SKIPPED; version 3 HELLO, PING and BYE. A version is whole: both sides
+ * speak exactly one (the worker's command line names it), so a frame of
+ * another version is PBL_EPROTO.
  *
  * The reader is plain C over a byte stream, so libuv's read callbacks,
  * the worker's blocking read() and the fuzzer all drive the same code. It
@@ -57,7 +70,7 @@
 
 #include <uv.h>
 
-#define PBL__WIRE_VERSION 2
+#define PBL__WIRE_VERSION 3
 #define PBL__WIRE_HEAD 24
 #define PBL__WIRE_NAME_MAX 255  /* bytes of a function name */
 #define PBL__WIRE_MSG_MAX 65536 /* bytes of a failure message */
@@ -71,8 +84,13 @@ enum pbl__wire_type {
   PBL__WIRE_RESULT = 2,
   PBL__WIRE_FAIL = 3,
   PBL__WIRE_CANCEL = 4,
-  PBL__WIRE_SKIPPED = 5
+  PBL__WIRE_SKIPPED = 5,
+  PBL__WIRE_HELLO = 6,
+  PBL__WIRE_PING = 7,
+  PBL__WIRE_BYE = 8
 };
+#define PBL__WIRE_HOST_MAX 255 /* bytes of a HELLO's host name */
+#define PBL__WIRE_HELLO_MAX (PBL__WIRE_HEAD + 4 + PBL__WIRE_HOST_MAX)
 
 /* An answer that ends a call by running it: RESULT or FAIL. */
 static inline bool pbl__wire_ran(uint8_t type) {
@@ -183,8 +201,8 @@ int pbl__wire_batch_result(pbl__wire_batch *b, uint64_t tag, const void *out,
 /* msg may be NULL; it is cut at PBL__WIRE_MSG_MAX bytes. */
 int pbl__wire_batch_fail(pbl__wire_batch *b, uint64_t tag, int err, int code,
                          const char *msg);
-/* A frame without payload: CANCEL or SKIPPED. Returns 0, UV_EINVAL or
- * UV_ENOMEM. */
+/* A frame without payload: CANCEL, SKIPPED, PING or BYE. Returns 0, UV_EINVAL
+ * or UV_ENOMEM. */
 int pbl__wire_batch_bare(pbl__wire_batch *b, uint8_t type, uint64_t tag);
 /* The batch as buffers for one uv_write() or writev() (uv_buf_t is
  * struct iovec's layout on Unix). Valid until the batch changes. Returns
@@ -198,6 +216,15 @@ static inline size_t pbl__wire_batch_size(const pbl__wire_batch *b) {
  * n). Returns how many. */
 size_t pbl__wire_bufs_slice(const uv_buf_t *bufs, size_t n, size_t from,
                             size_t to, uv_buf_t *out);
+
+/* wire-hello.c. A whole HELLO frame of pid and host (cut at
+ * PBL__WIRE_HOST_MAX bytes; "?" if empty) into out. Returns its length. */
+size_t pbl__wire_hello_encode(uint8_t out[PBL__WIRE_HELLO_MAX], int pid,
+                              const char *host);
+/* Parses a HELLO payload: pid, and the host as a C string in host.
+ * Returns 0 or PBL_EPROTO. */
+int pbl__wire_hello_parse(const void *p, size_t len, int *pid,
+                          char host[PBL__WIRE_HOST_MAX + 1]);
 
 /* A FAIL frame's code and message as a failure record (NULL: no
  * memory). */

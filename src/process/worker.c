@@ -1,4 +1,5 @@
-/* The child side: pbl_worker_main() serves calls on the channel (fd 3).
+/* The child side: pbl_worker_main() serves calls on the channel (fd 3,
+ * or a launched worker's stdin and stdout: worker-chan.h).
  *
  * A worker is this program (or a worker_path program) started with the
  * argument PBL__WORKER_ARG. It reads CALL frames, runs the function
@@ -23,8 +24,9 @@
  * Plain blocking I/O: the worker has nothing else to do. Before any
  * function runs, every fd but stdio and the channel is closed (nothing
  * the parent leaked reaches the task), the channel is made close-on-exec
- * (processes the task starts do not get it), and the worker asks to die
- * with its parent.
+ * (processes the task starts do not get it), and a local worker asks to
+ * die with its parent (a launched one is watched: worker-chan.h). Its
+ * first frame is a HELLO; a BYE ends it as the channel's end does.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,10 +39,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <dirent.h>
+#include <poll.h>
 
 #include "process.h"
 #include "wire.h"
+#include "worker-chan.h"
 
 /* What pbl_fail() acts on while a function runs. */
 typedef struct {
@@ -76,7 +79,8 @@ typedef struct {
 } outcome;
 
 typedef struct {
-  int fd;
+  pbl__worker_chan ch;
+  bool bye;            /* the parent sent BYE: no more calls */
   pbl__wire_batch out; /* answers not yet written */
   call *running;       /* the call being run, if any */
   outcome *answering;  /* the outcome out references, until written */
@@ -140,33 +144,21 @@ static void die(int code, const char *what) {
   leave(code);
 }
 
-/* Closes every fd above the channel. */
-static void close_inherited(void) {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
-  if (close_range(PBL__WORKER_FD + 1, ~0u, 0) == 0)
-    return;
-#endif
-  DIR *d = opendir("/proc/self/fd");
-  if (d == NULL)
-    return;
-  int self = dirfd(d);
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) {
-    int fd = atoi(e->d_name);
-    if (fd > PBL__WORKER_FD && fd != self)
-      (void)close(fd);
+static void setup(worker *w, long parent, uint64_t grace_ms) {
+  bool launched = parent == 0;
+  if (pbl__worker_chan_open(&w->ch, launched, grace_ms) != 0)
+    die(PBL__WORKER_EXIT_SETUP,
+        launched ? "cannot move the channel off stdio" : "no channel on fd 3");
+  if (!launched) {
+    /* A worker whose parent died has nobody to answer to. */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if ((long)getppid() != parent)
+      exit(0); /* the parent died before the request took hold */
   }
-  closedir(d);
-}
-
-static void setup(long parent) {
-  if (fcntl(PBL__WORKER_FD, F_SETFD, FD_CLOEXEC) != 0)
-    die(PBL__WORKER_EXIT_SETUP, "no channel on fd 3");
-  close_inherited();
-  /* A worker whose parent died has nobody to answer to. */
-  (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if ((long)getppid() != parent)
-    exit(0); /* the parent died before the request took hold */
+  if (pbl__worker_chan_hello(&w->ch) != 0)
+    leave(0); /* nobody to serve */
+  if (launched && pbl__worker_chan_watch(&w->ch) != 0)
+    die(PBL__WORKER_EXIT_SETUP, "cannot start the watcher thread");
 }
 
 /* Writes the whole batch, then empties it. Returns 0, UV_ENOMEM or a
@@ -177,26 +169,11 @@ static int flush(worker *w) {
   int err = pbl__wire_batch_bufs(&w->out, &bufs, &n);
   if (err != 0)
     return err;
-  struct iovec *iov = (struct iovec *)bufs; /* same layout on Unix */
-  while (n > 0) {
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = n > 1024 ? 1024 : n};
-    ssize_t k = sendmsg(w->fd, &m, MSG_NOSIGNAL);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k < 0)
-      return uv_translate_sys_error(errno);
-    while (n > 0 && (size_t)k >= iov->iov_len) {
-      k -= (ssize_t)iov->iov_len;
-      iov++;
-      n--;
-    }
-    if (n > 0) {
-      iov->iov_base = (char *)iov->iov_base + k;
-      iov->iov_len -= (size_t)k;
-    }
-  }
-  pbl__wire_batch_reset(&w->out);
-  return 0;
+  if (n > 0) /* same layout as struct iovec on Unix */
+    err = pbl__worker_chan_write(&w->ch, (struct iovec *)bufs, n);
+  if (err == 0)
+    pbl__wire_batch_reset(&w->out);
+  return err;
 }
 
 /* Runs one call; frees its input. */
@@ -268,6 +245,11 @@ static int cancel(worker *w, uint64_t tag) {
 
 static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
   worker *w = ctx;
+  if (h->type == PBL__WIRE_PING || h->type == PBL__WIRE_BYE) {
+    pbl__free(payload);
+    w->bye |= h->type == PBL__WIRE_BYE;
+    return 0; /* a PING's news is that bytes came */
+  }
   if (h->type == PBL__WIRE_CANCEL) {
     pbl__free(payload);
     return cancel(w, h->tag);
@@ -326,17 +308,28 @@ static bool read_ahead(worker *w, pbl__wire_reader *rd) {
   if (now - w->read_ns < FRESH_NS)
     return true;
   w->read_ns = now;
-  while (w->held < READ_AHEAD) {
+  while (w->held < READ_AHEAD && !w->bye) {
     char *base;
     size_t len;
     pbl__wire_reader_buf(rd, &base, &len);
-    ssize_t n = recv(w->fd, base, len, MSG_DONTWAIT);
+    ssize_t n;
+    if (w->ch.sock) {
+      n = recv(w->ch.in, base, len, MSG_DONTWAIT);
+    } else { /* a launcher's pipe: look first */
+      struct pollfd p = {.fd = w->ch.in, .events = POLLIN};
+      n = poll(&p, 1, 0);
+      if (n == 0)
+        return true;
+      if (n > 0)
+        n = read(w->ch.in, base, len);
+    }
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       return true;
     if (n <= 0)
       return false;
+    atomic_store(&w->ch.heard, now);
     feed(rd, (size_t)n);
   }
   return true;
@@ -348,12 +341,13 @@ static bool read_some(worker *w, pbl__wire_reader *rd) {
     char *base;
     size_t len;
     pbl__wire_reader_buf(rd, &base, &len);
-    ssize_t n = read(w->fd, base, len);
+    ssize_t n = read(w->ch.in, base, len);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
       return false;
     w->read_ns = uv_hrtime();
+    atomic_store(&w->ch.heard, w->read_ns);
     feed(rd, (size_t)n);
     return true;
   }
@@ -380,20 +374,21 @@ void pbl__worker_guard(void) {
         "first: exiting rather than starting workers of its own");
 }
 
-static void serve(long parent) {
+static void serve(long parent, uint64_t grace_ms) {
   serving = true;
-  setup(parent);
   worker *w = &the_worker;
   pbl__wire_reader *rd = &the_reader;
-  w->fd = PBL__WORKER_FD;
   w->tail = &w->head;
   pbl__wire_batch_init(&w->out);
   serving_worker = w;
   if (pbl__wire_reader_init(rd, (uint64_t)PTRDIFF_MAX, on_frame, w) != 0)
     die(PBL__WORKER_EXIT_SETUP, "out of memory");
   serving_reader = rd;
+  setup(w, parent, grace_ms);
   bool open = true;
   for (;;) {
+    if (w->bye)
+      open = false;        /* as at the channel's end: answer, then exit */
     if (w->head == NULL) { /* nothing to run: answer, then wait */
       flush_or_exit(w);
       if (!open || !read_some(w, rd)) {
@@ -408,7 +403,9 @@ static void serve(long parent) {
       w->tail = &w->head;
     outcome o;
     w->running = c;
+    atomic_store(&w->ch.busy, true);
     run_call(c, &o);
+    atomic_store(&w->ch.busy, false);
     w->running = NULL;
     bool last = c->flags & PBL__WIRE_F_LAST;
     uint64_t tag = c->tag;
@@ -436,11 +433,12 @@ int pbl_worker_main(int argc, char **argv) {
       strncmp(argv[1], PBL__WORKER_ARG, n) != 0)
     return 0; /* not a worker: the program goes on */
   int version = 0;
-  long parent = 0;
-  if (sscanf(argv[1] + n, "%d,%ld", &version, &parent) != 2 ||
-      version != PBL__WIRE_VERSION)
+  long parent = -1;
+  unsigned long long grace_ms = 0;
+  int got = sscanf(argv[1] + n, "%d,%ld,%llu", &version, &parent, &grace_ms);
+  if (got < 2 || version != PBL__WIRE_VERSION || parent < 0)
     die(PBL__WORKER_EXIT_PROTO,
         "started by a parent of another pebble version");
-  serve(parent);
+  serve(parent, (uint64_t)grace_ms);
   return 0; /* not reached */
 }
