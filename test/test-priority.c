@@ -434,10 +434,17 @@ static bool ended(void *arg) {
   return pbl_task_state_of(arg) >= PBL_DONE;
 }
 
+static bool running(void *arg) {
+  return pbl_task_state_of(arg) == PBL_RUNNING;
+}
+
 static void test_deadline_process_pool(void **state) {
   F(state);
   pbl_pool_t *p = new_ppool_n(f, 1, 0);
-  pbl_task_t *busy = submit_ms(p, 1500, NULL);
+  pbl_task_t *busy = submit_ms(p, 3000, NULL);
+  /* Running first: a worker's start (seconds under valgrind) must not
+   * pass for the wait behind it. */
+  assert_true(pbl_test_run_until(&f->uv, running, busy, 60000));
   deadline_seen s = {0};
   pbl_task_opts o = {
       .queue_timeout_ms = 100, .on_done = on_deadline_done, .data = &s};
