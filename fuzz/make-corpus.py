@@ -7,7 +7,7 @@ import struct
 import sys
 
 PBL_EFAILED, PBL_ENOFUNC, UV_ENOMEM = -20003, -20004, -12
-VERSION = 3  # PBL__WIRE_VERSION (src/process/wire.h)
+VERSION = 4  # PBL__WIRE_VERSION (src/process/wire.h)
 
 
 def head(ftype, flags, tag, length):

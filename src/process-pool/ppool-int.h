@@ -110,6 +110,7 @@
 #define PBL_PPOOL_H
 
 #include "pool/pool.h"
+#include "process/answer-journal.h"
 #include "process/process.h"
 
 #define PBL__PPOOL_DEPTH 64         /* most jobs in flight per worker */
@@ -162,6 +163,7 @@ typedef struct pbl__pworker {
   pbl__child *child;             /* loop; NULL once every handle closed */
   QUEUE link;                    /* pp->workers: insert and remove under lock */
   pbl__wire_reader rd;           /* loop */
+  pbl__journal journal;          /* loop: local workers' held answers */
   /* Jobs in flight, oldest first: jobs[(first + i) % DEPTH] for i <
    * njobs, each a chain of items (next) not yet answered. Added under
    * lock, taken off under done. */

@@ -157,8 +157,12 @@ static int add_frame(pbl__pwrite *wr, pbl__pitem *pi) {
   return 0;
 }
 
+/* A chunk's items but its last are flagged BATCH for a worker with a
+ * journal: it may hold their answers (process/worker-out.h). */
 static int add_call(pbl__pwrite *wr, pbl__pitem *pi) {
-  int err = pbl__wire_batch_call(&wr->b, pi->item.base.id, 0, pi->fn_name,
+  bool batch = wr->w->journal.map != NULL && pi->item.next != NULL;
+  int err = pbl__wire_batch_call(&wr->b, pi->item.base.id,
+                                 batch ? PBL__WIRE_F_BATCH : 0, pi->fn_name,
                                  pi->in, pi->in_len);
   return err != 0 ? err : add_frame(wr, pi);
 }

@@ -4,6 +4,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ppool-int.h"
 
@@ -326,6 +327,13 @@ static void on_exit(pbl__child *c, int64_t status, int sig) {
       broken(w, err);
     pbl__channel_stop(w->child, &w->reading);
   }
+  /* Then the answers it held: they end their items before we decide
+   * which item it was running (answer-journal.h). */
+  if (w->state != PBL__PW_DYING) {
+    int err = pbl__journal_replay(&w->journal, &w->rd);
+    if (err != 0)
+      broken(w, err);
+  }
   pbl__pworker_init_over(w);
   if (w->state != PBL__PW_DYING)
     pbl__pworker_died(w, status, sig);
@@ -342,6 +350,7 @@ static void worker_gone(pbl__pworker *w) {
   pbl__pool_changed(p);
   uv_mutex_unlock(&p->lock);
   pbl__wire_reader_free(&w->rd);
+  pbl__journal_free(&w->journal);
   if (w->spare != NULL)
     pbl__pwrite_free(w->spare);
   pbl__free(w->host);
@@ -439,8 +448,15 @@ int pbl__pworker_start(pbl__ppool *pp, pbl__plaunch *l,
   QUEUE_INSERT_TAIL(&pp->workers, &w->link);
   p->unjoined++;
   uv_mutex_unlock(&p->lock);
+  /* A local worker holds answers in a journal; without one (no memfd) it
+   * writes each, as a launched one does. */
+  int jfd = -1;
+  if (l->argv == NULL)
+    (void)pbl__journal_create(&w->journal, &jfd);
   err = pbl__worker_spawn_via(p->loop, pp->worker_path, l->argv, pp->grace_ms,
-                              on_exit, on_closed, w, &w->child);
+                              jfd, on_exit, on_closed, w, &w->child);
+  if (jfd >= 0)
+    (void)close(jfd); /* the worker has its own (or never will) */
   uv_mutex_lock(&p->lock);
   if (err != 0) {
     unslot(pp, l); /* never started: not a slot given back */
@@ -457,6 +473,7 @@ int pbl__pworker_start(pbl__ppool *pp, pbl__plaunch *l,
   if (err != 0) {
     if (w->child == NULL) {
       pbl__wire_reader_free(&w->rd);
+      pbl__journal_free(&w->journal);
       pbl__free(w);
     }
     return err;
