@@ -164,6 +164,9 @@ typedef struct pbl__pworker {
   QUEUE link;                    /* pp->workers: insert and remove under lock */
   pbl__wire_reader rd;           /* loop */
   pbl__journal journal;          /* loop: local workers' held answers */
+  pbl__pool_item *unwanted;      /* loop: its head, ended, not dropped:
+                                    killed at the read's end unless its
+                                    answer came in that read */
   /* Jobs in flight, oldest first: jobs[(first + i) % DEPTH] for i <
    * njobs, each a chain of items (next) not yet answered. Added under
    * lock, taken off under done. */

@@ -31,11 +31,19 @@ void pbl__pworker_vacate(pbl__pworker *w) {
 
 /* `it` reached the head of w: the worker runs it now -- unless it ended
  * while queued on w and w did not drop it first: then w runs an unwanted
- * task and is put down. */
-static void item_starts(pbl__pworker *w, pbl__pool_item *it) {
+ * task and is put down. While answers are read (in_read) that waits for
+ * the end of the read (after_answers): the worker may have finished the
+ * item already, its answer held with those just read
+ * (process/worker-out.h) and coming in the same read; killing it then
+ * would send the finished items behind it round again. */
+static void item_starts(pbl__pworker *w, pbl__pool_item *it, bool in_read) {
   pbl__pitem *pi = (pbl__pitem *)it;
   atomic_store_explicit(&pi->proc.pid, w->worker_pid, memory_order_release);
-  if (!pbl__task_begin(&it->base))
+  if (pbl__task_begin(&it->base))
+    return;
+  if (in_read)
+    w->unwanted = it;
+  else
     pbl__pworker_kill(w, pbl__pworker_grace(w->pp, &it->base));
 }
 
@@ -57,7 +65,7 @@ static void job_begins(pbl__pworker *w, pbl__pool_item *job) {
 void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job) {
   PBL__ASSERT_LOOP(w->pp->base.loop);
   job_begins(w, job);
-  item_starts(w, job);
+  item_starts(w, job, false);
 }
 
 /* The head was answered (or dropped): takes it off. Returns true if that
@@ -92,7 +100,7 @@ static void advance(pbl__pworker *w) {
     if (job_done)
       job_begins(w, next);
     if (!((pbl__pitem *)next)->skipped) {
-      item_starts(w, next);
+      item_starts(w, next, true);
       return;
     }
     job_done = take_head(w);
@@ -207,6 +215,8 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
     return PBL_EPROTO;
   }
   answered(w);
+  if (it == w->unwanted)
+    w->unwanted = NULL; /* it was done: nothing to kill */
   pbl_task_t *t = &it->base;
   if (h->type == PBL__WIRE_RESULT) {
     ((pbl__pitem *)it)->proc.len = (size_t)h->len; /* read once DONE */
@@ -244,8 +254,13 @@ static void broken(pbl__pworker *w, int err) {
   pbl__pworker_kill(w, 0);
 }
 
-/* Answers were read: a retiring worker that owes nothing more is done. */
+/* Answers were read: a worker still running an unwanted item is put
+ * down; a retiring worker that owes nothing more is done. */
 static void after_answers(pbl__pworker *w) {
+  pbl__pool_item *u = w->unwanted;
+  w->unwanted = NULL;
+  if (u != NULL && w->state != PBL__PW_DYING && u == pbl__pworker_head(w))
+    pbl__pworker_kill(w, pbl__pworker_grace(w->pp, &u->base));
   if (w->state == PBL__PW_RETIRING && w->njobs == 0 && w->slot) {
     pbl__pworker_vacate(w);
     pbl__child_ref(w->child, true); /* reaped before uv_run() returns */
@@ -334,6 +349,7 @@ static void on_exit(pbl__child *c, int64_t status, int sig) {
     if (err != 0)
       broken(w, err);
   }
+  w->unwanted = NULL; /* dead: its head is decided below */
   pbl__pworker_init_over(w);
   if (w->state != PBL__PW_DYING)
     pbl__pworker_died(w, status, sig);
