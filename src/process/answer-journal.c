@@ -49,13 +49,12 @@ int pbl__journal_create(pbl__journal *j, int *fd) {
   if (ftruncate(f, (off_t)PBL__JOURNAL_SIZE) != 0)
     err = uv_translate_sys_error(errno);
   /* A worker that shrank the file would make our reads fault (SIGBUS). */
-  if (err == 0 && fcntl(f, F_ADD_SEALS,
-                        F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+  if (err == 0 &&
+      fcntl(f, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
     err = uv_translate_sys_error(errno);
   void *p = MAP_FAILED;
   if (err == 0) {
-    p = mmap(NULL, PBL__JOURNAL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f,
-             0);
+    p = mmap(NULL, PBL__JOURNAL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
     if (p == MAP_FAILED)
       err = uv_translate_sys_error(errno);
   }

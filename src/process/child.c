@@ -234,8 +234,8 @@ static int init_pipe(uv_loop_t *loop, pbl__child *c, int fd, int *child_end) {
   return 0;
 }
 
-static int init_stdio(uv_loop_t *loop, pbl__child *c, unsigned flags,
-                      int fd4, pbl__start_opts *so) {
+static int init_stdio(uv_loop_t *loop, pbl__child *c, unsigned flags, int fd4,
+                      pbl__start_opts *so) {
   int err = 0;
   for (int fd = 0; fd < NPIPES; fd++)
     so->fds[fd] = PBL__START_DEVNULL;

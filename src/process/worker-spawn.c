@@ -22,8 +22,8 @@ int pbl__worker_spawn(pbl_loop_t *pl, const char *worker_path,
                       pbl__child_exit_cb on_exit,
                       pbl__child_closed_cb on_closed, void *data,
                       pbl__child **out) {
-  return pbl__worker_spawn_via(pl, worker_path, NULL, 0, -1, on_exit,
-                               on_closed, data, out);
+  return pbl__worker_spawn_via(pl, worker_path, NULL, 0, -1, on_exit, on_closed,
+                               data, out);
 }
 
 int pbl__worker_spawn_via(pbl_loop_t *pl, const char *worker_path,

@@ -422,8 +422,8 @@ static void serve(long parent, uint64_t grace_ms, bool journal) {
       die(PBL__WORKER_EXIT_SETUP, pbl_strerror(err));
     /* Held only with the next call here to run: else we would wait with
      * answers held. */
-    wrote_or_exit(pbl__worker_out_done(&w->out, batch && w->head != NULL,
-                                       started));
+    wrote_or_exit(
+        pbl__worker_out_done(&w->out, batch && w->head != NULL, started));
     w->answering = NULL;
     outcome_free(&o);
     if (last)
@@ -439,8 +439,8 @@ int pbl_worker_main(int argc, char **argv) {
   int version = 0, journal = 0;
   long parent = -1;
   unsigned long long grace_ms = 0;
-  int got = sscanf(argv[1] + n, "%d,%ld,%llu,%d", &version, &parent,
-                   &grace_ms, &journal);
+  int got = sscanf(argv[1] + n, "%d,%ld,%llu,%d", &version, &parent, &grace_ms,
+                   &journal);
   if (got < 2 || version != PBL__WIRE_VERSION || parent < 0)
     die(PBL__WORKER_EXIT_PROTO,
         "started by a parent of another pebble version");
