@@ -61,6 +61,37 @@ static void test_cancel_running(void **state) {
   pool_free_and_run(f, p);
 }
 
+/* Two long tasks submitted together to a fresh pool of two workers run
+ * at once on two workers: the second does not wait in the first's socket
+ * while `workers` allows another process. */
+static bool both_running(void *arg) {
+  pbl_task_t **t = arg;
+  return pbl_task_state_of(t[0]) == PBL_RUNNING &&
+         pbl_task_state_of(t[1]) == PBL_RUNNING;
+}
+
+static void test_second_task_gets_own_worker(void **state) {
+  F(state);
+  char go[64];
+  test_path(go, sizeof(go), "go");
+  pbl_pool_t *p = new_ppool_n(f, 2, 0);
+  pbl_task_t *t[2];
+  for (int i = 0; i < 2; i++)
+    t[i] = submit(p, fn_wait_file, go, strlen(go) + 1, NULL);
+  assert_true(pbl_test_run_until(&f->uv, both_running, t, 30000));
+  FILE *fp = fopen(go, "w");
+  assert_non_null(fp);
+  fclose(fp);
+  run_dry(f);
+  unlink(go);
+  assert_int_equal(pbl_task_error(t[0]), 0);
+  assert_int_equal(pbl_task_error(t[1]), 0);
+  assert_int_not_equal(pid_result(t[0]), pid_result(t[1]));
+  pbl_task_release(t[0]);
+  pbl_task_release(t[1]);
+  pool_free_and_run(f, p);
+}
+
 /* A task cancelled while it waits on a worker behind another never
  * runs: the worker drops it before it starts, and is not killed: the task
  * before it and the next one finish on it. The task before it runs until
@@ -505,6 +536,7 @@ int main(int argc, char **argv) {
       T(test_timeout_replaces_worker),
       T(test_cancel_running),
       T(test_cancel_pipelined),
+      T(test_second_task_gets_own_worker),
       T(test_ignoring_sigterm),
       T(test_pool_default_grace),
       T(test_timeout_from_start_on_worker),

@@ -51,16 +51,19 @@ static pbl__pool_item *prune(pbl__pool_item *job, pbl__pool_item **skipped,
   return head;
 }
 
-/* Hands w as many queued jobs as it has room for, in one write. */
-static void fill(pbl__ppool *pp, pbl__pworker *w) {
+/* Hands w as many queued jobs as it has room for (at most `most` in
+ * flight), in one write, leaving `keep` jobs in the queue. */
+static void fill(pbl__ppool *pp, pbl__pworker *w, unsigned most, size_t keep) {
   pbl_pool_t *p = &pp->base;
   pbl__pool_item *jobs[PBL__PPOOL_DEPTH], *skipped = NULL;
   size_t nskipped = 0;
   unsigned n = 0;
   bool was_idle = w->njobs == 0, retire = false;
   unsigned room = depth(pp);
+  if (room > most)
+    room = most;
   uv_mutex_lock(&p->lock);
-  while (w->njobs < room && p->queue.head != NULL) {
+  while (w->njobs < room && p->queue.head != NULL && p->jobs > keep) {
     uint32_t len = p->queue.head->chunk_len;
     /* A job that does not fit what is left of max_tasks goes to a fresh
      * worker; one larger than max_tasks goes whole to a fresh worker. */
@@ -185,14 +188,15 @@ static unsigned start_workers(pbl__ppool *pp) {
     QUEUE *q;
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
-      if (w->state == PBL__PW_HELLO || w->state == PBL__PW_STARTING)
-        room += PBL__PPOOL_MIN_DEPTH;
-      else if (w->state == PBL__PW_READY && w->njobs < PBL__PPOOL_MIN_DEPTH)
-        room += PBL__PPOOL_MIN_DEPTH - w->njobs;
+      if (w->state == PBL__PW_HELLO || w->state == PBL__PW_STARTING ||
+          (w->state == PBL__PW_READY && w->njobs == 0 && !w->wr_broken))
+        room++; /* it will run the next job */
     }
+    /* A job that would wait behind a busy worker's gets a worker of its
+     * own while there are slots: a long task must not queue behind
+     * another when `workers` allows a second process. */
     if (p->jobs > room) {
-      size_t need =
-          (p->jobs - room + PBL__PPOOL_MIN_DEPTH - 1) / PBL__PPOOL_MIN_DEPTH;
+      size_t need = p->jobs - room;
       size_t free_slots = pp->target - pp->slots;
       n = (unsigned)(need < free_slots ? need : free_slots);
     }
@@ -275,24 +279,35 @@ void pbl__ppool_dispatch(pbl__ppool *pp) {
     /* At most `workers` ready ones take jobs: with spares there are more
      * started. (One retiring with jobs left is not counted: its slot is
      * free, as without spares.) */
-    unsigned busy = 0;
+    unsigned busy = 0, starting = 0;
     QUEUE *q;
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
       if (w->njobs > 0 && w->state == PBL__PW_READY)
         busy++;
+      else if (w->state == PBL__PW_HELLO || w->state == PBL__PW_STARTING)
+        starting++;
     }
+    /* One job to each idle worker first; then the busy ones take what
+     * depth() allows, leaving in the queue a job for each worker about to
+     * be ready that may run one: a job goes behind another on a busy
+     * worker only when no other worker will take it soon. */
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
-      if (w->state != PBL__PW_READY || w->wr_broken ||
-          w->njobs >= PBL__PPOOL_DEPTH)
+      if (w->state != PBL__PW_READY || w->wr_broken || w->njobs > 0 ||
+          busy >= pp->target) /* past it: a spare, while the others run */
         continue;
-      bool idle = w->njobs == 0;
-      if (idle && busy >= pp->target)
-        continue;  /* a spare, while the others run */
-      fill(pp, w); /* it takes what depth() allows */
-      if (idle && w->njobs > 0)
+      fill(pp, w, 1, 0);
+      if (w->njobs > 0)
         busy++;
+    }
+    unsigned free = pp->target > busy ? pp->target - busy : 0;
+    size_t keep = starting < free ? starting : free;
+    PBL__PPOOL_EACH(q, pp) {
+      pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
+      if (w->state == PBL__PW_READY && !w->wr_broken && w->njobs > 0 &&
+          w->njobs < PBL__PPOOL_DEPTH)
+        fill(pp, w, PBL__PPOOL_DEPTH, keep);
     }
     if (start_workers(pp) + start_spares(pp) > 0)
       pp->redispatch = true; /* ready ones take jobs at once */

@@ -21,7 +21,9 @@
  * worker when an idle one could run them. Tags (task ids) match answers
  * to calls; a worker answers in order, so the answer must be for the head
  * of its oldest job. Workers start on demand, up to `workers`, as if
- * each took only 2 jobs.
+ * each took only the next job: a job that would wait behind a busy
+ * worker's gets a new worker while slots are free, and busy workers leave
+ * in the queue a job for each worker about to be ready.
  *
  * A job starts when it reaches the head of its worker: its queue wait is
  * counted then and its timed items are armed with that start (a timeout
