@@ -310,7 +310,9 @@ PBL_EXTERN uint64_t pbl_task_stderr_dropped(const pbl_task_t *t);
  * and stdout; its stderr comes back as the launcher's stderr. */
 typedef struct {
   const char *const *argv; /* NULL-terminated prefix, e.g. {"ssh", "-T",
-                              "node7", NULL}, {"srun", "-N1", "-n1", NULL},
+                              "node7", NULL}, {"srun", "-N1", "-n1", "-u",
+                              NULL} (-u: else Slurm holds output until a
+                              newline, and frames have none),
                               {"kubectl", "exec", "-i", "pod", "--", NULL};
                               NULL: local workers, as without launchers */
   unsigned workers;        /* workers started through it; 0: 1 */

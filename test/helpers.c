@@ -134,10 +134,10 @@ static size_t find_descendants(long *pids, size_t max) {
  * /proc only once init reaped it (an event waited for, bounded). With
  * `kill_them`, those that are not our own children get SIGKILL, so that
  * one test's leftovers do not fail the tests after it. */
-static size_t left_behind(bool kill_them) {
+static size_t left_behind_within(bool kill_them, int64_t ms) {
   long pids[8];
   size_t n = 0;
-  for (int i = 0; i < 1000; i++) {
+  for (int64_t i = 0; i < ms / 5; i++) {
     n = find_descendants(pids, 8);
     if (n == 0)
       break;
@@ -153,6 +153,21 @@ static size_t left_behind(bool kill_them) {
       (void)kill((pid_t)pids[i], SIGKILL);
   }
   return n;
+}
+
+static size_t left_behind(bool kill_them) {
+  return left_behind_within(kill_them, 5000);
+}
+
+void pbl_test_mark_children(void) {
+  char v[32];
+  snprintf(v, sizeof(v), "%ld", (long)getpid());
+  if (setenv(ROOT_VAR, v, 1) != 0)
+    abort();
+}
+
+size_t pbl_test_left_behind(int64_t within_ms) {
+  return left_behind_within(false, within_ms);
 }
 
 void pbl_test_assert_no_children(void) {

@@ -61,6 +61,12 @@ bool pbl_test_threads_back_to(size_t n);
  * one's mark in its environment (a grandchild reparented to init). A
  * process killed a moment ago is given up to 5 s to be gone. */
 void pbl_test_assert_no_children(void);
+/* For a program that checks without cmocka (the chaos test): marks this
+ * process's environment as the setup does, so that the processes it
+ * starts, and theirs, are found; and how many of them are left after up
+ * to within_ms (each printed). Neither fails a test. */
+void pbl_test_mark_children(void);
+size_t pbl_test_left_behind(int64_t within_ms);
 
 /* Reports of the processes this program starts (ASan, LeakSanitizer,
  * UBSan and TSan logs, and under valgrind with --trace-children=yes each

@@ -4,8 +4,7 @@
  * intact; every pool rule; a timeout, a kill of the local ssh, a
  * function that ignores SIGTERM: no remote worker left after the grace;
  * shell startup output is a clear error; 16 workers through one sshd
- * with its default MaxStartups. A Slurm case runs where srun reaches a
- * cluster, else it skips and says why. */
+ * with its default MaxStartups. Workers through srun: test-slurm.c. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -492,31 +491,6 @@ static void test_junk_local_launcher(void **state) {
   pool_free_and_run(f, p);
 }
 
-/* Workers through `srun -N1 -n1`, where a Slurm cluster answers. */
-static void test_slurm(void **state) {
-  F(state);
-  if (system("command -v srun >/dev/null 2>&1 && "
-             "timeout 10 sinfo -h >/dev/null 2>&1") != 0) {
-    print_message("no Slurm cluster here (srun and a controller that "
-                  "answers sinfo): the Slurm case is skipped\n");
-    skip();
-  }
-  const char *srun[] = {"srun", "-N1", "-n1", "--quiet", NULL};
-  pbl_launcher l = {srun, 2};
-  pbl_pool_opts o = {.launchers = &l, .n_launchers = 1, .kill_grace_ms = 300};
-  pbl_pool_t *p = new_ppool(f, &o);
-  pbl_task_opts to = {.timeout_ms = 1000};
-  pbl_task_t *a = submit(p, fn_echo, "slurm", 5, NULL);
-  pbl_task_t *b = submit(p, fn_sleep, NULL, 0, &to);
-  run_dry(f);
-  assert_int_equal(pbl_task_error(a), 0);
-  assert_int_equal(pbl_task_state_of(b), PBL_TIMED_OUT);
-  assert_worker_gone(f, pbl_task_pid(b));
-  pbl_task_release(a);
-  pbl_task_release(b);
-  pool_free_and_run(f, p);
-}
-
 int main(int argc, char **argv) {
   pbl_worker_main(argc, argv);
   if (!pbl_test_sshd_available())
@@ -537,7 +511,6 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_loop_close, setup_ssh,
                                       teardown_closed_ssh),
       S(test_sixteen_workers),
-      T(test_slurm),
   };
   return cmocka_run_group_tests_name("remote", tests, NULL, NULL);
 }

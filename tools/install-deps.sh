@@ -5,7 +5,8 @@
 # links but does not depend on (OpenSSL's and zlib's headers), and wrk for
 # its benchmark; plus any package named on the command line
 # (openssh-server: the remote test suite runs workers through a real
-# sshd). Uses sudo unless run as root.
+# sshd; slurmctld slurmd munge slurm-client: a one-node Slurm cluster
+# test-slurm starts). Uses sudo unless run as root.
 set -eu
 if [ "$(id -u)" -eq 0 ]; then
   as_root=

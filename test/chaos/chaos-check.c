@@ -9,11 +9,15 @@
 
 #include "../helpers.h"
 
+/* How long a remote worker may outlive its launcher: its watcher looks
+ * four times a heartbeat, then the grace; generous for valgrind. */
+#define LEFT_MS 30000
+
 static const char *const kind_names[K_KINDS] = {
     "thread", "pool-thread", "process", "pool-process", "command"};
 static const char *const fault_names[] = {
-    "cancel",  "SIGKILL",    "SIGTERM",   "SIGSTOP+KILL",
-    "release", "pool close", "pool stop", "pool free"};
+    "cancel",     "SIGKILL",   "SIGTERM",   "SIGSTOP+KILL",   "release",
+    "pool close", "pool stop", "pool free", "launcher killed"};
 
 typedef struct {
   const char *what;
@@ -73,8 +77,10 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
   /* A kind with no task at all means the run lost its reach. */
   invariant reach = {"every kind of task ran (runs of 5 s and more)", 0, NULL};
 
+  uint64_t remote_tasks = 0; /* on pools whose workers have launchers */
   for (const chaos_record *rec = chaos.records; rec != NULL; rec = rec->next) {
     tasks[rec->kind]++;
+    remote_tasks += rec->pool != NULL && rec->pool->remote;
     if (rec->callbacks != 1 || !(rec->end >= PBL_DONE)) {
       note(&once, rec);
       continue;
@@ -97,6 +103,10 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
       fprintf(stderr, "chaos: no %s task ran\n", kind_names[k]);
       reach.bad++;
     }
+  if (seconds >= 5 && remote_tasks == 0) {
+    fprintf(stderr, "chaos: no task ran on a pool with launchers\n");
+    reach.bad++;
+  }
   if (pbl_test_count_fds() != fds_before) {
     fprintf(stderr, "chaos: %zu fds open, %zu before\n", pbl_test_count_fds(),
             fds_before);
@@ -109,6 +119,15 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
   }
   if (waitpid(-1, NULL, WNOHANG) != -1) {
     fprintf(stderr, "chaos: a child process or zombie is left\n");
+    leaks.bad++;
+  }
+  /* A remote worker whose launcher was killed is no child of ours: it
+   * ends itself within its grace once its channel or parent is gone. */
+  if (pbl_test_left_behind(LEFT_MS) > 0) {
+    fprintf(stderr,
+            "chaos: a worker is left %d s after the end (its "
+            "environment carries our mark)\n",
+            LEFT_MS / 1000);
     leaks.bad++;
   }
 
@@ -143,9 +162,12 @@ int chaos_report(double seconds, size_t fds_before, size_t threads_before) {
     faults += atomic_load(&chaos.faults[f]);
   }
   printf(" (%llu in all)\n", (unsigned long long)faults);
-  printf("  pools: %llu made, %llu retired; calls refused: %llu; work "
-         "started from callbacks: %llu\n\n",
+  printf("  pools: %llu made (%llu remote, %llu tasks on them), %llu "
+         "retired; calls refused: %llu; work started from callbacks: "
+         "%llu\n\n",
          (unsigned long long)atomic_load(&chaos.pools_made),
+         (unsigned long long)atomic_load(&chaos.remote_pools),
+         (unsigned long long)remote_tasks,
          (unsigned long long)atomic_load(&chaos.pools_retired),
          (unsigned long long)atomic_load(&chaos.refused),
          (unsigned long long)atomic_load(&chaos.from_callbacks));

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- faults ---- */
 
@@ -37,7 +38,9 @@ unsigned chaos_pool_kill_allows(const chaos_record *rec) {
      * the kernel runs it again (how long after is the machine's, so no
      * time window would do). That task carries the worker's pid and the
      * signal it died of; a death the library caused does not match. */
-    if (rec->pid == k->pid && rec->term_signal == k->sig)
+    if (rec->pid == k->pid && (rec->term_signal == k->sig ||
+                               (k->shell_status && rec->term_signal == 0 &&
+                                rec->exit_status == 128 + k->sig)))
       ok |= ALLOW(PBL_EXPIRED);
   }
   return ok;
@@ -61,6 +64,24 @@ static chaos_record *pick_held(chaos_rng *r, bool process_only,
   return pick;
 }
 
+/* /proc/pid/stat's ppid, -1 if gone. */
+static long parent_of(long pid) {
+  char path[64], line[512];
+  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+  FILE *fp = fopen(path, "r");
+  if (fp == NULL)
+    return -1;
+  long ppid = -1;
+  char state;
+  if (fgets(line, sizeof(line), fp) != NULL) {
+    char *end = strrchr(line, ')');
+    if (end == NULL || sscanf(end + 1, " %c %ld", &state, &ppid) != 2)
+      ppid = -1;
+  }
+  fclose(fp);
+  return ppid;
+}
+
 static void fault_kill(chaos_rng *r, chaos_fault how) {
   pbl_task_t *t;
   chaos_record *rec = pick_held(r, true, &t);
@@ -73,7 +94,11 @@ static void fault_kill(chaos_rng *r, chaos_fault how) {
       atomic_fetch_or(&rec->allowed, hurt);
     atomic_fetch_add(&chaos.faults[how], 1);
     chaos_span span = {uv_hrtime(), 0, pid,
-                       how == F_SIGTERM ? SIGTERM : SIGKILL};
+                       how == F_SIGTERM ? SIGTERM : SIGKILL, false};
+    /* A remote worker under a launcher shell that stays: the pool sees
+     * the shell exit with the worker's status. */
+    span.shell_status = rec->pool != NULL && rec->pool->remote &&
+                        parent_of(pid) != (long)getpid();
     if (how == F_SIGKILL) {
       kill(pid, SIGKILL);
     } else if (how == F_SIGTERM) {
@@ -86,6 +111,42 @@ static void fault_kill(chaos_rng *r, chaos_fault how) {
     span.end = uv_hrtime();
     if (rec->pool != NULL)
       chaos_pool_note_kill(rec->pool, span);
+  }
+  pbl_task_release(t);
+}
+
+/* The launcher a remote worker started through, killed: the worker is
+ * no child of ours, and must end itself (its watcher). A launcher that
+ * exec'd the worker is the worker. */
+static void fault_launcher(chaos_rng *r) {
+  pbl_task_t *t = NULL;
+  chaos_record *rec = NULL;
+  uv_mutex_lock(&chaos.lock); /* a running task of a remote pool */
+  size_t n = chaos.n_in_flight, from = (size_t)rng_below(r, n);
+  for (size_t i = 0; i < n && rec == NULL; i++) {
+    chaos_record *c = chaos.in_flight[(from + i) % n];
+    if (c != NULL && c->task != NULL && c->pool != NULL && c->pool->remote &&
+        pbl_task_state_of(c->task) == PBL_RUNNING) {
+      rec = c;
+      t = pbl_task_retain(c->task);
+    }
+  }
+  uv_mutex_unlock(&chaos.lock);
+  if (rec == NULL)
+    return;
+  int pid = pbl_task_pid(t);
+  long launcher = pid > 0 ? parent_of(pid) : -1;
+  if (rec->pool != NULL && rec->pool->remote && launcher > 1 &&
+      (launcher == (long)getpid() || parent_of(launcher) == (long)getpid()) &&
+      pbl_task_state_of(t) == PBL_RUNNING) {
+    if (launcher == (long)getpid())
+      launcher = pid; /* exec'd: the worker is its launcher */
+    atomic_fetch_add(&chaos.faults[F_LAUNCHER], 1);
+    int sig = rng_chance(r, 50) ? SIGKILL : SIGTERM;
+    chaos_span span = {uv_hrtime(), 0, pid, sig, false};
+    kill((pid_t)launcher, sig);
+    span.end = uv_hrtime();
+    chaos_pool_note_kill(rec->pool, span);
   }
   pbl_task_release(t);
 }
@@ -131,6 +192,8 @@ void chaos_fault_op(chaos_rng *r) {
     fault_kill(r, F_SIGTERM);
   } else if (x < 65) {
     fault_kill(r, F_SIGSTOP_KILL);
+  } else if (x < 75) {
+    fault_launcher(r);
   } else if (x < 85) {
     fault_release(r);
   } else {

@@ -158,6 +158,7 @@ int main(int argc, char **argv) {
   printf("chaos: seed %" PRIu64 " (replay with --seed %" PRIu64 ")\n",
          chaos.cfg.seed, chaos.cfg.seed);
   warm_up();
+  pbl_test_mark_children(); /* remote workers are found at the end */
   size_t fds_before = pbl_test_count_fds();
   size_t threads_before = pbl_test_count_threads();
 

@@ -37,6 +37,29 @@ static void pool_unuse(chaos_pool *cp) {
   uv_mutex_unlock(&chaos.lock);
 }
 
+/* Launchers of remote pools: local shells, so that the run needs no
+ * ssh. The first execs the worker (the launcher is the worker: killing
+ * one kills the other); the second stays as its parent, as ssh or srun
+ * do (killing it leaves the worker running, reparented, until its
+ * watcher sees its channel or its parent gone). */
+static const char *const exec_sh[] = {"sh", "-c", "exec \"$@\"", "sh", NULL};
+static const char *const stay_sh[] = {"sh", "-c", "\"$@\"; exit $?", "sh",
+                                      NULL};
+
+/* A remote pool's launchers: one or both shells, sometimes local workers
+ * beside them; into l (room for 3). Returns how many. */
+static size_t pick_launchers(chaos_rng *r, pbl_launcher *l) {
+  size_t n = 0;
+  bool exec = rng_chance(r, 70), stay = !exec || rng_chance(r, 70);
+  if (exec)
+    l[n++] = (pbl_launcher){exec_sh, 1 + (unsigned)rng_below(r, 2)};
+  if (stay)
+    l[n++] = (pbl_launcher){stay_sh, 1 + (unsigned)rng_below(r, 2)};
+  if (rng_chance(r, 30))
+    l[n++] = (pbl_launcher){NULL, 1};
+  return n;
+}
+
 void chaos_op_pool_new(chaos_rng *r) {
   bool process = rng_chance(r, 45);
   pbl_pool_opts o = {
@@ -54,6 +77,13 @@ void chaos_op_pool_new(chaos_rng *r) {
   } else if (failing) {
     o.init = chaos_thread_init_fail;
   }
+  pbl_launcher launchers[3];
+  bool remote = process && rng_chance(r, 40);
+  if (remote) {
+    o.workers = 0; /* the launchers' */
+    o.launchers = launchers;
+    o.n_launchers = pick_launchers(r, launchers);
+  }
   uv_mutex_lock(&chaos.lock);
   bool room = chaos.open_pools < MAX_OPEN_POOLS;
   if (room)
@@ -66,6 +96,7 @@ void chaos_op_pool_new(chaos_rng *r) {
     abort();
   cp->kind = process ? K_POOL_PROCESS : K_POOL_THREAD;
   cp->failing_init = failing;
+  cp->remote = remote;
   int err = process ? pbl_process_pool_new(chaos.pl, &o, &cp->pool)
                     : pbl_thread_pool_new(chaos.pl, &o, &cp->pool);
   uv_mutex_lock(&chaos.lock);
@@ -87,6 +118,8 @@ void chaos_op_pool_new(chaos_rng *r) {
     return;
   }
   atomic_fetch_add(&chaos.pools_made, 1);
+  if (remote)
+    atomic_fetch_add(&chaos.remote_pools, 1);
 }
 
 void chaos_op_pool_task(chaos_rng *r, bool on_loop) {

@@ -194,6 +194,7 @@ void chaos_on_done(pbl_task_t *t, void *data) {
   rec->err = pbl_task_error(t);
   rec->pid = pbl_task_pid(t);
   rec->term_signal = pbl_task_term_signal(t);
+  rec->exit_status = pbl_task_exit_status(t);
   if (rec->end == PBL_DONE)
     check_result(rec, t);
   else if (rec->why[0] == '\0')

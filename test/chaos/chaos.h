@@ -63,6 +63,7 @@ typedef struct chaos_record {
   uint64_t end_ns;
   int pid;         /* process kinds: pbl_task_pid at the end */
   int term_signal; /* pbl_task_term_signal at the end */
+  int exit_status; /* pbl_task_exit_status at the end */
   int callbacks;
   bool off_loop; /* a callback ran on another thread */
   pbl_task_state end;
@@ -72,11 +73,14 @@ typedef struct chaos_record {
   struct chaos_record *next; /* all records */
 } chaos_record;
 
-/* A worker killed from outside. */
+/* A worker killed from outside, or the launcher it started through. */
 typedef struct {
   uint64_t start, end; /* uv_hrtime() around the kill() calls */
   int pid;             /* the worker */
-  int sig;             /* what it dies of: SIGKILL or SIGTERM */
+  int sig;             /* what it (or its launcher) dies of */
+  bool shell_status;   /* the worker itself, under a launcher shell that
+                          stays: the pool sees that shell exit with
+                          128 + sig, not a signal */
 } chaos_span;
 
 /* A pool made during the run, with what was scheduled on it. */
@@ -84,6 +88,8 @@ typedef struct chaos_pool {
   pbl_pool_t *pool;
   chaos_kind kind;   /* K_POOL_THREAD or K_POOL_PROCESS */
   bool failing_init; /* its initializer fails every task */
+  bool remote;       /* its workers start through launchers (local
+                        shells: chaos_op_pool_new) */
   _Atomic uint64_t accepted;
   _Atomic int users; /* actors scheduling on it right now */
   bool retiring;     /* no new users (chaos.lock) */
@@ -126,8 +132,9 @@ typedef struct {
 
   /* counters, any thread */
   _Atomic uint64_t refused;   /* calls the library refused (ECLOSED, ...) */
-  _Atomic uint64_t faults[8]; /* by chaos_fault */
+  _Atomic uint64_t faults[9]; /* by chaos_fault */
   _Atomic uint64_t pools_made, pools_retired, pool_stats_bad;
+  _Atomic uint64_t remote_pools; /* made, of pools_made */
   _Atomic uint64_t from_callbacks;
 } chaos_state;
 
@@ -139,7 +146,8 @@ typedef enum {
   F_RELEASE,      /* the task released before it ends */
   F_POOL_CLOSE,   /* a busy pool closed and joined */
   F_POOL_STOP,    /* a busy pool stopped and joined */
-  F_POOL_FREE     /* a busy pool freed */
+  F_POOL_FREE,    /* a busy pool freed */
+  F_LAUNCHER      /* a remote worker's launcher killed from outside */
 } chaos_fault;
 
 extern chaos_state chaos;
