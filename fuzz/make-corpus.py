@@ -7,7 +7,7 @@ import struct
 import sys
 
 PBL_EFAILED, PBL_ENOFUNC, UV_ENOMEM = -20003, -20004, -12
-VERSION = 3  # PBL__WIRE_VERSION (src/process/wire.h)
+VERSION = 4  # PBL__WIRE_VERSION (src/process/wire.h)
 
 
 def head(ftype, flags, tag, length):
@@ -63,7 +63,10 @@ seeds = {
     "cancel": b"\0" + call(b"a", b"x", 1, 0) + cancel(1),
     "skipped": b"\x05" + skipped(2) + result(b"r", 1),
     "bad-cancel-len": b"\0" + head(4, 0, 1, 3) + b"abc",
-    "old-version": b"\0" + b"pblw\x02" + call(b"f", b"")[5:],
+    "old-version": b"\0" + b"pblw\x03" + call(b"f", b"")[5:],
+    "chunk-batch": b"\x09" + call(b"f", b"a", 1, 2) + call(b"f", b"b", 2, 2)
+    + call(b"f", b"c", 3, 0) + result(b"A", 1) + skipped(2) + result(b"C", 3),
+    "bad-flag": b"\0" + call(b"f", b"a", 1, 4),
 }
 
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(

@@ -32,7 +32,7 @@ static void test_head_checks(void **state) {
   struct {
     int at;
     uint8_t value;
-  } breaks[] = {{0, 'x'}, {3, 'x'}, {4, 2}, {4, 4}, {4, 0},
+  } breaks[] = {{0, 'x'}, {3, 'x'}, {4, 3}, {4, 5}, {4, 0},
                 {5, 0},   {5, 9},   {6, 1}, {7, 1}};
   for (size_t i = 0; i < sizeof(breaks) / sizeof(breaks[0]); i++) {
     encode(b, PBL__WIRE_RESULT, 0, 1, 10);
@@ -45,7 +45,12 @@ static void test_head_checks(void **state) {
   assert_int_equal(pbl__wire_head_decode(b, 100, &h), PBL_EPROTO);
   encode(b, PBL__WIRE_CALL, PBL__WIRE_F_LAST, 1, 16);
   assert_int_equal(pbl__wire_head_decode(b, 100, &h), 0);
-  encode(b, PBL__WIRE_CALL, 2, 1, 16); /* unknown flag */
+  encode(b, PBL__WIRE_CALL, PBL__WIRE_F_LAST | PBL__WIRE_F_BATCH, 1, 16);
+  assert_int_equal(pbl__wire_head_decode(b, 100, &h), 0);
+  assert_int_equal(h.flags, PBL__WIRE_F_LAST | PBL__WIRE_F_BATCH);
+  encode(b, PBL__WIRE_CALL, 4, 1, 16); /* unknown flag */
+  assert_int_equal(pbl__wire_head_decode(b, 100, &h), PBL_EPROTO);
+  encode(b, PBL__WIRE_RESULT, PBL__WIRE_F_BATCH, 1, 16); /* CALL only */
   assert_int_equal(pbl__wire_head_decode(b, 100, &h), PBL_EPROTO);
   encode(b, PBL__WIRE_FAIL, 0, 1, 7);
   assert_int_equal(pbl__wire_head_decode(b, 1 << 20, &h), PBL_EPROTO);

@@ -30,6 +30,12 @@
  * per chunk). An item starts (PENDING -> RUNNING, pid set) when the worker
  * reaches it.
  *
+ * Held answers. A local worker may hold the answers of a map chunk's
+ * items (all but the last, flagged BATCH; not with a timeout) and write
+ * them together; it holds them in an answer journal shared with us
+ * (process/answer-journal.h), so that at its death, after draining its
+ * channel, we replay them (on_exit) before deciding what it was running.
+ *
  * Ends. A worker that dies expires the item it was running -- if that
  * item's call reached it and was not left unread there (ppool-worker-write.c);
  * one that never got there, like everything behind it, is requeued at the
@@ -44,7 +50,8 @@
  * CANCEL: the worker drops it unstarted and says so (SKIPPED) before it
  * answers the call before it, so when that answer comes the parent knows
  * whether the item was dropped (it is passed over) or started anyway (the
- * CANCEL came too late: the worker runs an unwanted task and is killed).
+ * CANCEL came too late: the worker runs an unwanted task and is killed,
+ * at the end of that read unless the item's answer came in it).
  * A killed worker is detached at once: its items are finished or
  * requeued, its slot is free for a replacement, and it is only reaped
  * afterwards.
@@ -112,6 +119,7 @@
 #define PBL_PPOOL_H
 
 #include "pool/pool.h"
+#include "process/answer-journal.h"
 #include "process/process.h"
 
 #define PBL__PPOOL_DEPTH 64         /* most jobs in flight per worker */
@@ -164,6 +172,10 @@ typedef struct pbl__pworker {
   pbl__child *child;             /* loop; NULL once every handle closed */
   QUEUE link;                    /* pp->workers: insert and remove under lock */
   pbl__wire_reader rd;           /* loop */
+  pbl__journal journal;          /* loop: local workers' held answers */
+  pbl__pool_item *unwanted;      /* loop: its head, ended, not dropped:
+                                    killed at the read's end unless its
+                                    answer came in that read */
   /* Jobs in flight, oldest first: jobs[(first + i) % DEPTH] for i <
    * njobs, each a chain of items (next) not yet answered. Added under
    * lock, taken off under done. */

@@ -157,8 +157,16 @@ static int add_frame(pbl__pwrite *wr, pbl__pitem *pi) {
   return 0;
 }
 
+/* A chunk's items but its last are flagged BATCH for a worker with a
+ * journal: it may hold their answers (process/worker-out.h). Not with a
+ * timeout: the chunk's items time out together, and one whose answer is
+ * held when the time is up would time out though it finished. */
 static int add_call(pbl__pwrite *wr, pbl__pitem *pi) {
-  int err = pbl__wire_batch_call(&wr->b, pi->item.base.id, 0, pi->fn_name,
+  const pbl_task_t *t = &pi->item.base;
+  bool batch = wr->w->journal.map != NULL && pi->item.next != NULL &&
+               (t->x == NULL || t->x->timeout_ms == 0);
+  int err = pbl__wire_batch_call(&wr->b, pi->item.base.id,
+                                 batch ? PBL__WIRE_F_BATCH : 0, pi->fn_name,
                                  pi->in, pi->in_len);
   return err != 0 ? err : add_frame(wr, pi);
 }

@@ -4,6 +4,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ppool-int.h"
 
@@ -30,11 +31,19 @@ void pbl__pworker_vacate(pbl__pworker *w) {
 
 /* `it` reached the head of w: the worker runs it now -- unless it ended
  * while queued on w and w did not drop it first: then w runs an unwanted
- * task and is put down. */
-static void item_starts(pbl__pworker *w, pbl__pool_item *it) {
+ * task and is put down. While answers are read (in_read) that waits for
+ * the end of the read (after_answers): the worker may have finished the
+ * item already, its answer held with those just read
+ * (process/worker-out.h) and coming in the same read; killing it then
+ * would send the finished items behind it round again. */
+static void item_starts(pbl__pworker *w, pbl__pool_item *it, bool in_read) {
   pbl__pitem *pi = (pbl__pitem *)it;
   atomic_store_explicit(&pi->proc.pid, w->worker_pid, memory_order_release);
-  if (!pbl__task_begin(&it->base))
+  if (pbl__task_begin(&it->base))
+    return;
+  if (in_read)
+    w->unwanted = it;
+  else
     pbl__pworker_kill(w, pbl__pworker_grace(w->pp, &it->base));
 }
 
@@ -56,7 +65,7 @@ static void job_begins(pbl__pworker *w, pbl__pool_item *job) {
 void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job) {
   PBL__ASSERT_LOOP(w->pp->base.loop);
   job_begins(w, job);
-  item_starts(w, job);
+  item_starts(w, job, false);
 }
 
 /* The head was answered (or dropped): takes it off. Returns true if that
@@ -91,7 +100,7 @@ static void advance(pbl__pworker *w) {
     if (job_done)
       job_begins(w, next);
     if (!((pbl__pitem *)next)->skipped) {
-      item_starts(w, next);
+      item_starts(w, next, true);
       return;
     }
     job_done = take_head(w);
@@ -206,6 +215,8 @@ static int on_frame(void *ctx, const pbl__wire_head *h, void *payload) {
     return PBL_EPROTO;
   }
   answered(w);
+  if (it == w->unwanted)
+    w->unwanted = NULL; /* it was done: nothing to kill */
   pbl_task_t *t = &it->base;
   if (h->type == PBL__WIRE_RESULT) {
     ((pbl__pitem *)it)->proc.len = (size_t)h->len; /* read once DONE */
@@ -243,8 +254,13 @@ static void broken(pbl__pworker *w, int err) {
   pbl__pworker_kill(w, 0);
 }
 
-/* Answers were read: a retiring worker that owes nothing more is done. */
+/* Answers were read: a worker still running an unwanted item is put
+ * down; a retiring worker that owes nothing more is done. */
 static void after_answers(pbl__pworker *w) {
+  pbl__pool_item *u = w->unwanted;
+  w->unwanted = NULL;
+  if (u != NULL && w->state != PBL__PW_DYING && u == pbl__pworker_head(w))
+    pbl__pworker_kill(w, pbl__pworker_grace(w->pp, &u->base));
   if (w->state == PBL__PW_RETIRING && w->njobs == 0 && w->slot) {
     pbl__pworker_vacate(w);
     pbl__child_ref(w->child, true); /* reaped before uv_run() returns */
@@ -326,6 +342,14 @@ static void on_exit(pbl__child *c, int64_t status, int sig) {
       broken(w, err);
     pbl__channel_stop(w->child, &w->reading);
   }
+  /* Then the answers it held: they end their items before we decide
+   * which item it was running (answer-journal.h). */
+  if (w->state != PBL__PW_DYING) {
+    int err = pbl__journal_replay(&w->journal, &w->rd);
+    if (err != 0)
+      broken(w, err);
+  }
+  w->unwanted = NULL; /* dead: its head is decided below */
   pbl__pworker_init_over(w);
   if (w->state != PBL__PW_DYING)
     pbl__pworker_died(w, status, sig);
@@ -342,6 +366,7 @@ static void worker_gone(pbl__pworker *w) {
   pbl__pool_changed(p);
   uv_mutex_unlock(&p->lock);
   pbl__wire_reader_free(&w->rd);
+  pbl__journal_free(&w->journal);
   if (w->spare != NULL)
     pbl__pwrite_free(w->spare);
   pbl__free(w->host);
@@ -439,8 +464,15 @@ int pbl__pworker_start(pbl__ppool *pp, pbl__plaunch *l,
   QUEUE_INSERT_TAIL(&pp->workers, &w->link);
   p->unjoined++;
   uv_mutex_unlock(&p->lock);
+  /* A local worker holds answers in a journal; without one (no memfd) it
+   * writes each, as a launched one does. */
+  int jfd = -1;
+  if (l->argv == NULL)
+    (void)pbl__journal_create(&w->journal, &jfd);
   err = pbl__worker_spawn_via(p->loop, pp->worker_path, l->argv, pp->grace_ms,
-                              on_exit, on_closed, w, &w->child);
+                              jfd, on_exit, on_closed, w, &w->child);
+  if (jfd >= 0)
+    (void)close(jfd); /* the worker has its own (or never will) */
   uv_mutex_lock(&p->lock);
   if (err != 0) {
     unslot(pp, l); /* never started: not a slot given back */
@@ -457,6 +489,7 @@ int pbl__pworker_start(pbl__ppool *pp, pbl__plaunch *l,
   if (err != 0) {
     if (w->child == NULL) {
       pbl__wire_reader_free(&w->rd);
+      pbl__journal_free(&w->journal);
       pbl__free(w);
     }
     return err;

@@ -234,7 +234,7 @@ static int init_pipe(uv_loop_t *loop, pbl__child *c, int fd, int *child_end) {
   return 0;
 }
 
-static int init_stdio(uv_loop_t *loop, pbl__child *c, unsigned flags,
+static int init_stdio(uv_loop_t *loop, pbl__child *c, unsigned flags, int fd4,
                       pbl__start_opts *so) {
   int err = 0;
   for (int fd = 0; fd < NPIPES; fd++)
@@ -253,6 +253,10 @@ static int init_stdio(uv_loop_t *loop, pbl__child *c, unsigned flags,
   }
   if ((flags & PBL__CHILD_CHANNEL) && err == 0)
     err = init_pipe(loop, c, 3, &so->fds[3]);
+  if ((flags & PBL__CHILD_CHANNEL) && (flags & PBL__CHILD_FD4) && err == 0) {
+    so->fds[4] = fd4; /* not ours to close: close_child_ends stops at 3 */
+    so->nfds = 5;
+  }
   if ((flags & PBL__CHILD_STDIO_CHANNEL) && err == 0) {
     err = init_pipe(loop, c, 3, &so->fds[0]);
     so->fds[1] = so->fds[0]; /* closed once: close_child_ends */
@@ -290,7 +294,7 @@ int pbl__child_spawn(uv_loop_t *loop, pbl__reaper **reaper,
   if (err == 0) {
     c->timer_open = true;
     c->handles++;
-    err = init_stdio(loop, c, o->flags, &so);
+    err = init_stdio(loop, c, o->flags, o->fd4, &so);
   }
   /* Watched before it starts: it may exit before we know its pid. */
   if (err == 0) {

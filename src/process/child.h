@@ -38,7 +38,10 @@ enum {
   PBL__CHILD_CAPTURE = 1 << 2, /* fd 1, 2: pipes we read (else inherited) */
   /* A launcher's channel: one socketpair on its fds 0 and 1, our end
    * where CHANNEL's is (pbl__child_stream(c, 3)). Not with the above. */
-  PBL__CHILD_STDIO_CHANNEL = 1 << 3
+  PBL__CHILD_STDIO_CHANNEL = 1 << 3,
+  /* With CHANNEL: fd 4 is a dup of opts.fd4 (a pool worker's answer
+   * journal), which stays the caller's to close. */
+  PBL__CHILD_FD4 = 1 << 4
 };
 
 typedef struct pbl__child_opts {
@@ -47,6 +50,7 @@ typedef struct pbl__child_opts {
   char **env;       /* NULL: inherit */
   const char *cwd;  /* NULL: inherit */
   unsigned flags;   /* PBL__CHILD_* */
+  int fd4;          /* PBL__CHILD_FD4: ours, for the child's fd 4 */
   pbl__child_exit_cb on_exit;
   pbl__child_closed_cb on_closed;
   void *data; /* for the callbacks: pbl__child_data() */

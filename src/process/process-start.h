@@ -19,7 +19,7 @@
 
 #include <stdbool.h>
 
-#define PBL__START_MAX_FDS 4
+#define PBL__START_MAX_FDS 5
 /* fds[i] values other than a descriptor of ours: */
 #define PBL__START_DEVNULL (-1) /* /dev/null */
 #define PBL__START_INHERIT (-2) /* our own fd i, as it is */

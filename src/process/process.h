@@ -14,7 +14,9 @@ const char *pbl__registry_name(pbl_process_fn fn);
 pbl_process_fn pbl__registry_find(const char *name);
 
 /* A worker is started as `<program> --pbl-worker=<version>,<parent pid>`
- * with its channel on fd 3; through a launcher as `<launcher argv...>
+ * with its channel on fd 3 -- a pool's local worker with `,0,4` added
+ * when its answer journal is its fd 4 (answer-journal.h); through a
+ * launcher as `<launcher argv...>
  * <program> --pbl-worker=<version>,0,<kill grace ms>` with its channel on
  * its stdin and stdout (worker-chan.h). The marker is on the command line
  * only, so nothing of it is inherited by the processes a task starts. */
@@ -46,10 +48,12 @@ int pbl__worker_spawn(pbl_loop_t *pl, const char *worker_path,
 /* The same through a launcher: launcher[0..] (NULL-terminated, argv[0]
  * looked up in PATH), then the worker's command; its channel is still
  * pbl__child_stream(c, PBL__WORKER_FD) on our side. grace_ms is the
- * worker's own grace when it ends itself. NULL launcher: as above. */
+ * worker's own grace when it ends itself. NULL launcher: as above, and
+ * journal_fd (>= 0) is the worker's answer journal, dup'd to its fd 4
+ * (the caller closes it); -1: none. */
 int pbl__worker_spawn_via(pbl_loop_t *pl, const char *worker_path,
                           char *const *launcher, uint64_t grace_ms,
-                          pbl__child_exit_cb on_exit,
+                          int journal_fd, pbl__child_exit_cb on_exit,
                           pbl__child_closed_cb on_closed, void *data,
                           pbl__child **out);
 

@@ -73,7 +73,7 @@ int pbl__wire_head_decode(const uint8_t in[PBL__WIRE_HEAD], uint64_t max_len,
   h->len = get_u64(in + 16);
   if (h->type < PBL__WIRE_CALL || h->type > PBL__WIRE_BYE)
     return PBL_EPROTO;
-  uint8_t allowed = h->type == PBL__WIRE_CALL ? PBL__WIRE_F_LAST : 0;
+  uint8_t allowed = h->type == PBL__WIRE_CALL ? PBL__WIRE_CALL_FLAGS : 0;
   if ((h->flags & ~allowed) != 0 || h->len > max_len ||
       !len_fits(h->type, h->len))
     return PBL_EPROTO;
@@ -208,6 +208,7 @@ static int parse(pbl__wire_reader *r) {
 int pbl__wire_reader_feed(pbl__wire_reader *r, size_t n) {
   if (r->err != 0)
     return r->err;
+  r->fed += n;
   if (r->direct) {
     r->have += n;
     if (r->have == r->head.len && deliver(r) != 0)
@@ -306,7 +307,7 @@ int pbl__wire_batch_call(pbl__wire_batch *b, uint64_t tag, uint8_t flags,
   pre[1] = (uint8_t)(n >> 8);
   memcpy(pre + 2, name, n);
   mark_t m;
-  int err = put_head(b, PBL__WIRE_CALL, flags & PBL__WIRE_F_LAST, tag,
+  int err = put_head(b, PBL__WIRE_CALL, flags & PBL__WIRE_CALL_FLAGS, tag,
                      (uint64_t)pre_len + len, &m);
   if (err == 0)
     err = put_inline(b, pre, pre_len);

@@ -6,6 +6,7 @@
  * A frame is a 24-byte head and a payload:
  *
  *   0  magic "pblw"   4  version   5  type   6  flags   7  0
+ *      (flags: CALL only, LAST 1 and BATCH 2)
  *   8  tag (u64 LE: the parent's call id, echoed in the answer)
  *   16 payload length (u64 LE)
  *
@@ -44,10 +45,17 @@
  * in order, every call once (RESULT, FAIL or SKIPPED), except that a
  * SKIPPED comes as soon as the CANCEL is read: always before the answer
  * of the call just before the skipped one. A CANCEL for a call that has
- * started or was answered is ignored. Version 2 added CANCEL and
- * SKIPPED; version 3 HELLO, PING and BYE. A version is whole: both sides
- * speak exactly one (the worker's command line names it), so a frame of
- * another version is PBL_EPROTO.
+ * started or was answered is ignored.
+ *
+ * A CALL flagged BATCH (a map chunk's item other than its last) may have
+ * its answer held by the worker and written with later ones; the worker
+ * does so only where the answer survives its death (answer-journal.h).
+ * The order of the answers is the same either way.
+ *
+ * Version 2 added CANCEL and SKIPPED; version 3 HELLO, PING and BYE;
+ * version 4 the BATCH flag. A version is whole: both sides speak exactly
+ * one (the worker's command line names it), so a frame of another version
+ * is PBL_EPROTO.
  *
  * The reader is plain C over a byte stream, so libuv's read callbacks,
  * the worker's blocking read() and the fuzzer all drive the same code. It
@@ -70,7 +78,7 @@
 
 #include <uv.h>
 
-#define PBL__WIRE_VERSION 3
+#define PBL__WIRE_VERSION 4
 #define PBL__WIRE_HEAD 24
 #define PBL__WIRE_NAME_MAX 255  /* bytes of a function name */
 #define PBL__WIRE_MSG_MAX 65536 /* bytes of a failure message */
@@ -98,8 +106,10 @@ static inline bool pbl__wire_ran(uint8_t type) {
 }
 
 enum {
-  PBL__WIRE_F_LAST = 1 /* CALL: the worker exits after answering */
+  PBL__WIRE_F_LAST = 1, /* CALL: the worker exits after answering */
+  PBL__WIRE_F_BATCH = 2 /* CALL: its answer may be held (see above) */
 };
+#define PBL__WIRE_CALL_FLAGS (PBL__WIRE_F_LAST | PBL__WIRE_F_BATCH)
 
 typedef struct pbl__wire_head {
   uint8_t type;
@@ -153,6 +163,7 @@ typedef struct pbl__wire_reader {
   uint64_t have;       /* payload bytes in so far */
   bool direct;         /* the last buffer handed out was the payload */
   int err;             /* sticky: the reader stopped */
+  uint64_t fed;        /* bytes fed in all (answer-journal.h's replay) */
 } pbl__wire_reader;
 
 /* Returns 0 or UV_ENOMEM. */

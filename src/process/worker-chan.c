@@ -117,6 +117,7 @@ static int write_locked(pbl__worker_chan *ch, struct iovec *iov, size_t n) {
       err = uv_translate_sys_error(errno);
       break;
     }
+    ch->written += (uint64_t)k;
     while (n > 0 && (size_t)k >= iov->iov_len) {
       k -= (ssize_t)iov->iov_len;
       iov++;

@@ -52,6 +52,7 @@ typedef struct pbl__worker_chan {
   bool launched;       /* watched: see the design notes */
   uint64_t grace_ms;   /* launched: SIGTERM to SIGKILL */
   uv_mutex_t lock;     /* writes to out */
+  uint64_t written;    /* lock: bytes written to out, ever (the HELLO on) */
   atomic_ullong heard; /* uv_hrtime() of the last read of in */
   atomic_bool busy;    /* a function runs */
 } pbl__worker_chan;

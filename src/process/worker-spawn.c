@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "answer-journal.h"
 #include "process.h"
 
 static uv_once_t exe_once = UV_ONCE_INIT;
@@ -21,13 +22,13 @@ int pbl__worker_spawn(pbl_loop_t *pl, const char *worker_path,
                       pbl__child_exit_cb on_exit,
                       pbl__child_closed_cb on_closed, void *data,
                       pbl__child **out) {
-  return pbl__worker_spawn_via(pl, worker_path, NULL, 0, on_exit, on_closed,
+  return pbl__worker_spawn_via(pl, worker_path, NULL, 0, -1, on_exit, on_closed,
                                data, out);
 }
 
 int pbl__worker_spawn_via(pbl_loop_t *pl, const char *worker_path,
                           char *const *launcher, uint64_t grace_ms,
-                          pbl__child_exit_cb on_exit,
+                          int journal_fd, pbl__child_exit_cb on_exit,
                           pbl__child_closed_cb on_closed, void *data,
                           pbl__child **out) {
   const char *file = worker_path;
@@ -43,7 +44,11 @@ int pbl__worker_spawn_via(pbl_loop_t *pl, const char *worker_path,
    * already gone by the time it asks to die with it; a launched one
    * (pid 0) watches its channel instead, with the pool's grace. */
   char marker[96];
-  if (launcher == NULL)
+  bool journal = launcher == NULL && journal_fd >= 0;
+  if (journal)
+    snprintf(marker, sizeof(marker), "%s%d,%ld,0,%d", PBL__WORKER_ARG,
+             PBL__WIRE_VERSION, (long)getpid(), PBL__JOURNAL_FD);
+  else if (launcher == NULL)
     snprintf(marker, sizeof(marker), "%s%d,%ld", PBL__WORKER_ARG,
              PBL__WIRE_VERSION, (long)getpid());
   else
@@ -66,7 +71,10 @@ int pbl__worker_spawn_via(pbl_loop_t *pl, const char *worker_path,
   pbl__child_opts o = {
       .file = args[0],
       .args = args,
-      .flags = n > 0 ? PBL__CHILD_STDIO_CHANNEL : PBL__CHILD_CHANNEL,
+      .flags = n > 0     ? PBL__CHILD_STDIO_CHANNEL
+               : journal ? PBL__CHILD_CHANNEL | PBL__CHILD_FD4
+                         : PBL__CHILD_CHANNEL,
+      .fd4 = journal_fd,
       .on_exit = on_exit,
       .on_closed = on_closed,
       .data = data,

@@ -27,6 +27,10 @@
  * (processes the task starts do not get it), and a local worker asks to
  * die with its parent (a launched one is watched: worker-chan.h). Its
  * first frame is a HELLO; a BYE ends it as the channel's end does.
+ *
+ * Answers go out through worker-out.h: a local worker started with an
+ * answer journal (its marker says so; the journal is its fd 4) holds the
+ * answers of BATCH calls and writes them together, by the rules there.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,9 +45,11 @@
 
 #include <poll.h>
 
+#include "answer-journal.h"
 #include "process.h"
 #include "wire.h"
 #include "worker-chan.h"
+#include "worker-out.h"
 
 /* What pbl_fail() acts on while a function runs. */
 typedef struct {
@@ -81,7 +87,7 @@ typedef struct {
 typedef struct {
   pbl__worker_chan ch;
   bool bye;            /* the parent sent BYE: no more calls */
-  pbl__wire_batch out; /* answers not yet written */
+  pbl__worker_out out; /* answers not yet written */
   call *running;       /* the call being run, if any */
   outcome *answering;  /* the outcome out references, until written */
   call *head, **tail;  /* calls read, in order */
@@ -130,7 +136,7 @@ static void leave(int code) {
     }
     if (w->answering != NULL)
       outcome_free(w->answering);
-    pbl__wire_batch_free(&w->out);
+    pbl__worker_out_free(&w->out);
     serving_worker = NULL;
   }
   if (serving_reader != NULL)
@@ -159,21 +165,6 @@ static void setup(worker *w, long parent, uint64_t grace_ms) {
     leave(0); /* nobody to serve */
   if (launched && pbl__worker_chan_watch(&w->ch) != 0)
     die(PBL__WORKER_EXIT_SETUP, "cannot start the watcher thread");
-}
-
-/* Writes the whole batch, then empties it. Returns 0, UV_ENOMEM or a
- * write error (UV_EPIPE: the parent is gone). */
-static int flush(worker *w) {
-  uv_buf_t *bufs;
-  size_t n;
-  int err = pbl__wire_batch_bufs(&w->out, &bufs, &n);
-  if (err != 0)
-    return err;
-  if (n > 0) /* same layout as struct iovec on Unix */
-    err = pbl__worker_chan_write(&w->ch, (struct iovec *)bufs, n);
-  if (err == 0)
-    pbl__wire_batch_reset(&w->out);
-  return err;
 }
 
 /* Runs one call; frees its input. */
@@ -210,8 +201,8 @@ static void run_call(call *c, outcome *o) {
 /* Queues the answer. It references o's output: flush before it goes. */
 static int put_answer(worker *w, uint64_t tag, const outcome *o) {
   if (o->err == 0)
-    return pbl__wire_batch_result(&w->out, tag, o->out.data, o->out.len);
-  return pbl__wire_batch_fail(&w->out, tag, o->err, o->code,
+    return pbl__wire_batch_result(&w->out.b, tag, o->out.data, o->out.len);
+  return pbl__wire_batch_fail(&w->out.b, tag, o->err, o->code,
                               o->msg != NULL ? o->msg : o->generic);
 }
 
@@ -238,7 +229,7 @@ static int cancel(worker *w, uint64_t tag) {
     if (w->tail == &c->next)
       w->tail = pp;
     call_free(w, c);
-    return pbl__wire_batch_bare(&w->out, PBL__WIRE_SKIPPED, tag);
+    return pbl__wire_batch_bare(&w->out.b, PBL__WIRE_SKIPPED, tag);
   }
   return 0; /* started or answered already: too late */
 }
@@ -292,9 +283,8 @@ static void channel_ended(pbl__wire_reader *rd) {
     die(PBL__WORKER_EXIT_PROTO, "the channel broke in the middle of a call");
 }
 
-/* Writes the answers queued; a parent gone means nobody to answer. */
-static void flush_or_exit(worker *w) {
-  int err = flush(w);
+/* A write's outcome: a parent gone means nobody to answer. */
+static void wrote_or_exit(int err) {
   if (err == UV_EPIPE || err == UV_ECONNRESET)
     leave(0);
   if (err != 0)
@@ -374,13 +364,22 @@ void pbl__worker_guard(void) {
         "first: exiting rather than starting workers of its own");
 }
 
-static void serve(long parent, uint64_t grace_ms) {
+/* Writes the answers queued. */
+static void flush_or_exit(worker *w) {
+  wrote_or_exit(pbl__worker_out_flush(&w->out));
+}
+
+static void serve(long parent, uint64_t grace_ms, bool journal) {
   serving = true;
   worker *w = &the_worker;
   pbl__wire_reader *rd = &the_reader;
   w->tail = &w->head;
-  pbl__wire_batch_init(&w->out);
+  pbl__worker_out_init(&w->out, &w->ch);
   serving_worker = w;
+  /* Before the channel is opened: that closes every other fd. Without
+   * it the answers are written one by one. */
+  if (journal)
+    (void)pbl__journal_open(&w->out.j, PBL__JOURNAL_FD);
   if (pbl__wire_reader_init(rd, (uint64_t)PTRDIFF_MAX, on_frame, w) != 0)
     die(PBL__WORKER_EXIT_SETUP, "out of memory");
   serving_reader = rd;
@@ -403,11 +402,13 @@ static void serve(long parent, uint64_t grace_ms) {
       w->tail = &w->head;
     outcome o;
     w->running = c;
+    uint64_t started = w->out.j.map != NULL ? uv_hrtime() : 0;
     atomic_store(&w->ch.busy, true);
     run_call(c, &o);
     atomic_store(&w->ch.busy, false);
     w->running = NULL;
     bool last = c->flags & PBL__WIRE_F_LAST;
+    bool batch = c->flags & PBL__WIRE_F_BATCH;
     uint64_t tag = c->tag;
     call_free(w, c); /* the answer holds its tag only */
     w->answering = &o;
@@ -419,7 +420,10 @@ static void serve(long parent, uint64_t grace_ms) {
     int err = put_answer(w, tag, &o);
     if (err != 0)
       die(PBL__WORKER_EXIT_SETUP, pbl_strerror(err));
-    flush_or_exit(w);
+    /* Held only with the next call here to run: else we would wait with
+     * answers held. */
+    wrote_or_exit(
+        pbl__worker_out_done(&w->out, batch && w->head != NULL, started));
     w->answering = NULL;
     outcome_free(&o);
     if (last)
@@ -432,13 +436,14 @@ int pbl_worker_main(int argc, char **argv) {
   if (argc < 2 || argv == NULL || argv[1] == NULL ||
       strncmp(argv[1], PBL__WORKER_ARG, n) != 0)
     return 0; /* not a worker: the program goes on */
-  int version = 0;
+  int version = 0, journal = 0;
   long parent = -1;
   unsigned long long grace_ms = 0;
-  int got = sscanf(argv[1] + n, "%d,%ld,%llu", &version, &parent, &grace_ms);
+  int got = sscanf(argv[1] + n, "%d,%ld,%llu,%d", &version, &parent, &grace_ms,
+                   &journal);
   if (got < 2 || version != PBL__WIRE_VERSION || parent < 0)
     die(PBL__WORKER_EXIT_PROTO,
         "started by a parent of another pebble version");
-  serve(parent, (uint64_t)grace_ms);
+  serve(parent, (uint64_t)grace_ms, journal == PBL__JOURNAL_FD && parent > 0);
   return 0; /* not reached */
 }
