@@ -499,8 +499,15 @@ static void test_requeued_after_initializer_fails(void **state) {
                      .init_timeout_ms = 4000,
                      .kill_grace_ms = 100};
   pbl_pool_t *p = new_ppool(f, &o);
-  pbl_task_t *a = submit(p, fn_sleep, NULL, 0, NULL);
-  pbl_task_t *b = submit(p, fn_pid, NULL, 0, NULL);
+  /* b waits behind a on a's worker: one chunk goes to one worker (two
+   * tasks would get a worker each while a slot is free). */
+  sleep_touch_in ab_in[2];
+  pbl_buf ab[2] = {sleep_touch(&ab_in[0], 600000, ""),
+                   sleep_touch(&ab_in[1], 0, "")};
+  pbl_task_t *ab_t[2];
+  assert_int_equal(
+      pbl_pool_map_process(p, fn_sleep_touch, ab, 2, 2, NULL, ab_t), 0);
+  pbl_task_t *a = ab_t[0], *b = ab_t[1];
   assert_true(pbl_test_run_until(&f->uv, task_running, a, 30000));
   FILE *fp = fopen(path, "w"); /* workers started from now on hang */
   assert_non_null(fp);

@@ -289,9 +289,10 @@ void pbl__ppool_dispatch(pbl__ppool *pp) {
         starting++;
     }
     /* One job to each idle worker first; then the busy ones take what
-     * depth() allows, leaving in the queue a job for each worker about to
-     * be ready that may run one: a job goes behind another on a busy
-     * worker only when no other worker will take it soon. */
+     * depth() allows, leaving in the queue a job for each worker starting
+     * or that a free slot lets start, while `workers` allows it to run
+     * one: a job goes behind another on a busy worker only when no other
+     * worker will take it soon. */
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
       if (w->state != PBL__PW_READY || w->wr_broken || w->njobs > 0 ||
@@ -301,8 +302,16 @@ void pbl__ppool_dispatch(pbl__ppool *pp) {
       if (w->njobs > 0)
         busy++;
     }
+    /* Workers about to take a job: those starting, and those a free
+     * slot lets start_workers() start below. */
+    uv_mutex_lock(&pp->base.lock);
+    unsigned coming = starting;
+    if (pp->base.state == PBL__POOL_RUNNING && !pp->starts_blocked &&
+        pp->slots < pp->target)
+      coming += pp->target - pp->slots;
+    uv_mutex_unlock(&pp->base.lock);
     unsigned free = pp->target > busy ? pp->target - busy : 0;
-    size_t keep = starting < free ? starting : free;
+    size_t keep = coming < free ? coming : free;
     PBL__PPOOL_EACH(q, pp) {
       pbl__pworker *w = QUEUE_DATA(q, pbl__pworker, link);
       if (w->state == PBL__PW_READY && !w->wr_broken && w->njobs > 0 &&
