@@ -78,7 +78,10 @@ void chaos_op_pool_new(chaos_rng *r) {
     o.init = chaos_thread_init_fail;
   }
   pbl_launcher launchers[3];
-  bool remote = process && rng_chance(r, 40);
+  /* The first process pool is remote, so that every run has one (a slow
+   * run under valgrind makes few pools); then 40 %. */
+  static _Atomic bool made_remote;
+  bool remote = process && (!atomic_load(&made_remote) || rng_chance(r, 40));
   if (remote) {
     o.workers = 0; /* the launchers' */
     o.launchers = launchers;
@@ -120,6 +123,7 @@ void chaos_op_pool_new(chaos_rng *r) {
   atomic_fetch_add(&chaos.pools_made, 1);
   if (remote)
     atomic_fetch_add(&chaos.remote_pools, 1);
+  atomic_store(&made_remote, true);
 }
 
 void chaos_op_pool_task(chaos_rng *r, bool on_loop) {
