@@ -5,6 +5,8 @@
  * (also from a callback); closing the binding under a busy pool. Every
  * task must reach an end state, and nothing -- thread, handle, fd -- may
  * be left. */
+#include <sched.h>
+
 #include "pool-helpers.h"
 
 typedef struct {
@@ -234,8 +236,10 @@ static void test_push_meets_idle_worker(void **state) {
     spinner s = {0};
     assert_int_equal(pbl_pool_thread(p, spin_a_while, &s, &o, NULL), 0);
     uint64_t t0, give_up = uv_hrtime() + 10000000000u; /* 10 s */
+    /* Yields while it waits: under valgrind one thread runs at a time,
+     * and a spinning one kept the worker from starting for 10 s. */
     while ((t0 = atomic_load(&s.started)) == 0 && uv_hrtime() < give_up)
-      ;
+      sched_yield();
     assert_true(t0 != 0);
     /* from 1 us before its end to 1 us after, in 5 ns steps */
     uint64_t at = t0 + MEET_SPIN_NS - 1000 + (uint64_t)(i % 400) * 5;
