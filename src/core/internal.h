@@ -9,9 +9,9 @@
  * Threads. A binding (pbl_loop_t) has one loop thread. Fields marked
  * "loop" are touched only there. Fields marked "stripe" are guarded by the
  * task's stripe lock (pbl__task_lock()). Other threads reach the loop
- * through the inbox (pl->in_lock + one uv_async_t): submissions and
- * callback deliveries are queued there, and the async is sent once per
- * batch.
+ * through the inbox (lock-free lists, inbox.h, + one uv_async_t):
+ * submissions and callback deliveries are queued there, and the async is
+ * sent once per batch.
  *
  * Lock order: a stripe lock before in_lock or a waiter's mutex, never
  * after; in_lock is taken last, and nothing calls out while holding it.
@@ -194,7 +194,9 @@ enum {
   PBL__L_ABORTED = 1 << 2,   /* ops->abort ran */
   PBL__L_DELIVERED = 1 << 3, /* the first delivery ran */
   PBL__L_RETIRED = 1 << 4,   /* the flight reference was released */
-  PBL__L_KIND = 1 << 5       /* free for the task's kind */
+  PBL__L_KIND = 1 << 5,      /* free for the task's kind */
+  PBL__L_SPARE = 1 << 6      /* its memory is of the spare class (set at
+                              * creation, read at the free) */
 };
 
 /* 120 bytes: a thread task (this + its run-queue link and argument) is
@@ -219,7 +221,7 @@ struct pbl_task {
   } u;                     /* published by state */
   pbl__task_extra *x;      /* set at creation or never */
   pbl__wait_node *waiters; /* stripe */
-  pbl_task_t *in_next;     /* inbox links (in_lock): take in, */
+  pbl_task_t *in_next;     /* inbox links (inbox.c): take in, */
   pbl_task_t *fin_next;    /* work finished, */
   pbl_task_t *done_next;   /* deliver */
   QUEUE live;              /* loop: pl->live */
@@ -236,9 +238,6 @@ static inline bool pbl__task_has_queue_deadline(const pbl_task_t *t) {
 
 /* The inbox's lists, in the order a drain serves them. */
 enum { PBL__IN_TAKE, PBL__IN_FINISHED, PBL__IN_DELIVER, PBL__IN_LISTS };
-typedef struct {
-  pbl_task_t *head, *tail;
-} pbl__task_list;
 
 /* libuv's thread pool as thread tasks use it (thread-task.c): a run queue
  * per binding, drained by at most `max_runners` uv_work_t "runners". One
@@ -247,35 +246,59 @@ typedef struct {
 typedef struct {
   uv_mutex_t lock;      /* guards queue */
   QUEUE queue;          /* thread tasks waiting for a runner, in order */
+  QUEUE taken;          /* loop: taken in by this drain, not yet queued */
   pbl__lanes lanes;     /* guarded by lock: queue's priorities */
   unsigned runners;     /* loop: runners queued or running */
   unsigned max_runners; /* libuv's pool size */
 } pbl__runq;
 
+/* Fields written by several threads at high rates each get a cache line
+ * of their own (PBL__LINE_APART): a producer thread and the loop thread
+ * writing one line and reading another beside it made every task pay a
+ * cache-line transfer or two. A binding is malloc'd, so padding, not
+ * alignment, keeps the groups apart. */
+#define PBL__LINE_APART(name) char name[64]
+
 struct pbl_loop {
+  /* read-mostly */
   uint32_t magic;
-  _Atomic uint32_t refs; /* the binding itself + tasks + pools */
+  bool is_default;
+  _Atomic bool closing; /* set on the loop thread; read anywhere */
   uv_loop_t *uv;
   uv_thread_t thread; /* the loop thread */
-  uv_async_t async;   /* inbox wake-up; ref'd while tasks are live */
-  bool is_default;
+  PBL__LINE_APART(pad0);
 
-  uv_mutex_t in_lock;                  /* guards the inbox fields below */
-  pbl__task_list inbox[PBL__IN_LISTS]; /* FIFO each */
-  bool in_closed;                      /* no more posts: the async is closing */
-  bool close_requested;                /* a foreign thread asked to close */
+  _Atomic uint32_t refs; /* the binding itself + tasks + pools */
+  PBL__LINE_APART(pad1);
+  /* LIFO each (inbox.c): submissions, work finished, deliveries */
+  _Atomic(pbl_task_t *) in_take;
+  PBL__LINE_APART(pad2);
+  _Atomic(pbl_task_t *) in_finished;
+  PBL__LINE_APART(pad3);
+  _Atomic(pbl_task_t *) in_deliver;
+  PBL__LINE_APART(pad4);
+  _Atomic(struct spare *) spares; /* task memory to reuse (task-cache.c) */
+  PBL__LINE_APART(pad5);
+
+  uv_mutex_t in_lock;           /* guards the sends and the fields below */
+  bool in_closed;               /* lists sealed: the async is closing */
+  _Atomic bool close_requested; /* a foreign thread asked to close */
   void (*close_req_cb)(pbl_loop_t *);
+  uv_async_t async; /* inbox wake-up; ref'd while tasks are live */
 
   /* loop thread only */
-  QUEUE live;           /* tasks started and not retired */
-  size_t active;        /* live tasks + loop-posted late deliveries */
-  _Atomic bool closing; /* set on the loop thread; read anywhere */
-  bool closed;          /* closed_cb was called */
+  QUEUE live;    /* tasks started and not retired */
+  size_t active; /* live tasks + loop-posted late deliveries */
+  bool closed;   /* closed_cb was called */
   bool async_refd;
   void (*closed_cb)(pbl_loop_t *);
   QUEUE members;              /* pools bound to this loop */
-  pbl__runq runq;             /* thread tasks on libuv's pool */
   struct pbl__reaper *reaper; /* our children's SIGCHLD watcher, or NULL */
+  size_t n_spares;            /* about how many spares (task-cache.c) */
+  bool taking_in;             /* a drain takes in submissions */
+  void (*after_take)(pbl_loop_t *pl); /* once they are all taken in */
+  PBL__LINE_APART(pad6);
+  pbl__runq runq; /* thread tasks on libuv's pool */
 };
 
 /* Something bound to a loop that must end before the loop closes. */
@@ -322,6 +345,26 @@ void pbl__task_unlock(const pbl_task_t *t);
  * its flight reference, plus one for the caller if want_ref. Copies opts
  * (validated here: UV_EINVAL). Returns 0, UV_EINVAL or UV_ENOMEM; on error
  * nothing is left behind. */
+/* task-cache.c. Task memory made on other threads than the loop's.
+ *
+ * Design notes. A producer thread submitting to a binding allocates every
+ * task on its own malloc arena, and the loop thread frees it there: both
+ * then fight for that arena's lock at every task (glibc's per-thread cache
+ * never fills on the producer's side, which only allocates). That lock's
+ * futex calls were half of a foreign submission's cost. So a task of at
+ * most PBL__TASK_CLASS bytes made on another thread gets a chunk of that
+ * size, which the loop thread, when it frees the task, pushes on the
+ * binding's spares (a lock-free stack, at most 4096); the next thread
+ * short of memory takes the whole stack, one exchange, and uses it up
+ * before it calls malloc again. A thread's spares are freed when it exits,
+ * a binding's when its memory goes. Tasks made on the loop thread, and
+ * everything under AddressSanitizer, use malloc as before. */
+#define PBL__TASK_CLASS 160
+void *pbl__task_mem_new(pbl_loop_t *pl, size_t size, bool *recycled);
+void pbl__task_mem_free(pbl_loop_t *pl, void *m, bool recycled);
+void pbl__task_mem_drop(pbl_loop_t *pl); /* the binding's memory goes */
+bool pbl__task_mem_recycles(void);       /* not under AddressSanitizer */
+
 int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
                   const pbl_task_opts *opts, bool want_ref, pbl_task_t **out);
 /* Frees a task that was never submitted (its creator's error path). */

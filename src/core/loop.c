@@ -3,15 +3,15 @@
  *
  * Design notes.
  *
- * The inbox holds three FIFO lists under in_lock, served in this order
+ * The inbox holds three lists (inbox.c, lock-free), served in this order
  * by a drain: tasks to take in (submissions from other threads, and
  * "started" notices from worker threads), tasks whose work finished on a
  * worker thread (ops->finished), and tasks whose callback is due. A task
- * has a link for each, so it may sit in all three at once. A poster that finds
- * the inbox empty sends the one uv_async_t; later posts ride on that send (one
- * uv_async_send per batch). The send happens under in_lock so that no send
- * can race with the uv_close() of the async (in_closed is set under the
- * same lock first).
+ * has a link for each, so it may sit in all three at once. A poster that
+ * finds its list empty sends the one uv_async_t; later posts ride on that
+ * send (one uv_async_send per batch). The send happens under in_lock, and
+ * the lists are sealed under it before the async closes (in_closed), so
+ * no send can race with the uv_close() of the async.
  *
  * Liveness: the async is ref'd while `active` > 0 (tasks taken in and not
  * retired, and late deliveries posted on the loop thread) or while the
@@ -24,6 +24,7 @@
  */
 #include <stdlib.h>
 
+#include "inbox.h"
 #include "internal.h"
 
 #define UV_MAX_THREADPOOL_SIZE 1024 /* libuv's threadpool.c */
@@ -45,6 +46,7 @@ static int runq_init(pbl__runq *rq) {
   if (err != 0)
     return err;
   QUEUE_INIT(&rq->queue);
+  QUEUE_INIT(&rq->taken);
   pbl__lanes_init(&rq->lanes);
   rq->runners = 0;
   rq->max_runners = pbl__uv_pool_size();
@@ -79,6 +81,7 @@ void pbl__loop_unref(pbl_loop_t *pl) {
     return;
   uv_mutex_destroy(&pl->in_lock);
   runq_destroy(&pl->runq);
+  pbl__task_mem_drop(pl);
   pl->magic = PBL__DEAD_MAGIC;
   pbl__free(pl);
 }
@@ -151,6 +154,11 @@ int pbl_loop_new(uv_loop_t *loop, pbl_loop_t **out) {
   pl->magic = PBL__LOOP_MAGIC;
   atomic_init(&pl->refs, 1);
   atomic_init(&pl->closing, false);
+  atomic_init(&pl->close_requested, false);
+  atomic_init(&pl->in_take, NULL);
+  atomic_init(&pl->in_finished, NULL);
+  atomic_init(&pl->in_deliver, NULL);
+  atomic_init(&pl->spares, NULL);
   pl->uv = loop;
   pl->thread = uv_thread_self();
   QUEUE_INIT(&pl->live);
@@ -163,46 +171,13 @@ uv_loop_t *pbl_loop_uv(const pbl_loop_t *pl) {
   return PBL__VALID_LOOP(pl) ? pl->uv : NULL;
 }
 
-/* Inbox lists, in the order a drain serves them: a task cancelled while
- * still in the inbox is taken in (and skipped) before its work-finished
- * notice and its callback. Each list has a link of its own in the task:
- * a task may sit in all three at once. */
-static pbl_task_t **link_of(pbl_task_t *t, int list) {
-  switch (list) {
-  case PBL__IN_TAKE:
-    return &t->in_next;
-  case PBL__IN_FINISHED:
-    return &t->fin_next;
-  default:
-    return &t->done_next;
-  }
-}
-
-/* in_lock held. */
-static bool inbox_empty(const pbl_loop_t *pl) {
-  for (int i = 0; i < PBL__IN_LISTS; i++)
-    if (pl->inbox[i].head != NULL)
-      return false;
-  return !pl->close_requested;
-}
-
-/* Any thread. Appends under in_lock; the poster that makes the inbox
- * non-empty wakes the loop. */
+/* Any thread. The poster that finds its list empty wakes the loop. */
 static int post(pbl_loop_t *pl, pbl_task_t *t, int list) {
+  int first = pbl__inbox_push(pl, list, t);
+  if (first <= 0)
+    return first;
   uv_mutex_lock(&pl->in_lock);
-  if (pl->in_closed) {
-    uv_mutex_unlock(&pl->in_lock);
-    return PBL_ECLOSED;
-  }
-  bool was_empty = inbox_empty(pl);
-  pbl__task_list *l = &pl->inbox[list];
-  *link_of(t, list) = NULL;
-  if (l->tail != NULL)
-    *link_of(l->tail, list) = t;
-  else
-    l->head = t;
-  l->tail = t;
-  if (was_empty)
+  if (!pl->in_closed) /* else the lists were sealed: a drain took t */
     uv_async_send(&pl->async);
   uv_mutex_unlock(&pl->in_lock);
   return 0;
@@ -233,21 +208,27 @@ int pbl__loop_post_delivery(pbl_loop_t *pl, pbl_task_t *t) {
 /* Loop thread: everything other threads handed over since the last turn. */
 static void on_async(uv_async_t *a) {
   pbl_loop_t *pl = a->data;
-  pbl__task_list batch[PBL__IN_LISTS];
-  uv_mutex_lock(&pl->in_lock);
-  for (int i = 0; i < PBL__IN_LISTS; i++) {
-    batch[i] = pl->inbox[i];
-    pl->inbox[i].head = pl->inbox[i].tail = NULL;
+  bool close_req = false;
+  void (*close_cb)(pbl_loop_t *) = NULL;
+  if (atomic_load(&pl->close_requested)) {
+    uv_mutex_lock(&pl->in_lock);
+    close_req = true;
+    close_cb = pl->close_req_cb;
+    atomic_store(&pl->close_requested, false);
+    uv_mutex_unlock(&pl->in_lock);
   }
-  bool close_req = pl->close_requested;
-  void (*close_cb)(pbl_loop_t *) = pl->close_req_cb;
-  pl->close_requested = false;
-  uv_mutex_unlock(&pl->in_lock);
-  /* Posts made from here on find the inbox empty and send again. */
+  /* Taken in reverse order of service: a task posted to an earlier list
+   * before a later one is then in this batch if the later post is (see
+   * inbox.c). Posts made from here on find their list empty and send
+   * again. */
+  pbl_task_t *batch[PBL__IN_LISTS];
+  for (int i = PBL__IN_LISTS; i-- > 0;)
+    batch[i] = pbl__inbox_take(pl, i);
   for (int i = 0; i < PBL__IN_LISTS; i++) {
-    pbl_task_t *t = batch[i].head;
+    pbl_task_t *t = batch[i];
+    pl->taking_in = i == PBL__IN_TAKE;
     while (t != NULL) {
-      pbl_task_t *next = *link_of(t, i); /* t may be freed below */
+      pbl_task_t *next = pbl__inbox_next(t, i); /* t may be freed below */
       if (i == PBL__IN_TAKE)
         pbl__task_take_in(t);
       else if (i == PBL__IN_FINISHED)
@@ -256,7 +237,15 @@ static void on_async(uv_async_t *a) {
         pbl__task_deliver(t);
       t = next;
     }
+    if (i == PBL__IN_TAKE && pl->after_take != NULL) {
+      /* A kind may start what it took in together (thread-task.c). */
+      void (*after)(pbl_loop_t *) = pl->after_take;
+      pl->taking_in = false;
+      pl->after_take = NULL;
+      after(pl);
+    }
   }
+  pl->taking_in = false;
   if (close_req)
     close_now(pl, close_cb);
   maybe_finish_close(pl);
@@ -289,7 +278,8 @@ static void maybe_finish_close(pbl_loop_t *pl) {
       !QUEUE_EMPTY(&pl->live) || !QUEUE_EMPTY(&pl->members))
     return;
   uv_mutex_lock(&pl->in_lock);
-  bool busy = pl->in_closed || !inbox_empty(pl);
+  bool busy = pl->in_closed || atomic_load(&pl->close_requested) ||
+              !pbl__inbox_seal_empty(pl);
   if (!busy)
     pl->in_closed = true;
   uv_mutex_unlock(&pl->in_lock);
@@ -336,11 +326,9 @@ void pbl_loop_close(pbl_loop_t *pl, void (*closed_cb)(pbl_loop_t *)) {
   }
   uv_mutex_lock(&pl->in_lock);
   if (!pl->in_closed && !pl->close_requested) {
-    bool was_empty = inbox_empty(pl);
-    pl->close_requested = true;
     pl->close_req_cb = closed_cb;
-    if (was_empty)
-      uv_async_send(&pl->async);
+    atomic_store(&pl->close_requested, true);
+    uv_async_send(&pl->async);
   }
   uv_mutex_unlock(&pl->in_lock);
 }

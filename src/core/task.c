@@ -91,7 +91,8 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
   /* The binding's reference first: an atomic operation after the fresh
    * zeroed lines would wait for them to be written. */
   pbl__loop_ref(pl);
-  pbl_task_t *t = pbl__calloc(1, size);
+  bool spare;
+  pbl_task_t *t = pbl__task_mem_new(pl, size, &spare);
   if (t == NULL) {
     pbl__loop_unref(pl);
     return UV_ENOMEM;
@@ -115,6 +116,8 @@ int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
       t->x->queued_ns = uv_hrtime();
   }
   t->magic = PBL__TASK_MAGIC;
+  if (spare)
+    t->lflags = PBL__L_SPARE;
   atomic_init(&t->state, PBL_PENDING);
   atomic_init(&t->refs, want_ref ? 2u : 1u);
   t->id = ops->unnumbered ? 0 : pbl__next_id();
@@ -131,7 +134,7 @@ nomem:
   if (t->x != NULL)
     pbl__free(t->x->name);
   pbl__free(t->x);
-  pbl__free(t);
+  pbl__task_mem_free(pl, t, spare);
   pbl__loop_unref(pl);
   return UV_ENOMEM;
 }
@@ -147,7 +150,7 @@ static void task_free(pbl_task_t *t) {
     pbl__free(t->x);
   }
   t->magic = PBL__DEAD_MAGIC;
-  pbl__free(t);
+  pbl__task_mem_free(pl, t, (t->lflags & PBL__L_SPARE) != 0);
   pbl__loop_unref(pl);
 }
 

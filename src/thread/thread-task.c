@@ -142,27 +142,72 @@ static void start_runner(pbl_loop_t *pl) {
 
 static void thread_finished(pbl_task_t *t);
 
-/* Loop thread: queues t behind the tasks of its priority and above. */
-static void thread_start(pbl_task_t *t) {
-  thread_task *tt = (thread_task *)t;
-  pbl__runq *rq = &t->loop->runq;
-  pbl__task_hold(t); /* released in thread_finished */
-  uv_mutex_lock(&rq->lock);
+/* Loop thread, runq.lock held: queues t behind the tasks of its priority
+ * and above. */
+static int runq_insert(pbl__runq *rq, thread_task *tt) {
   size_t lane;
-  int err = pbl__lanes_find(&rq->lanes, pbl__task_priority(t), &lane);
-  if (err == 0) {
-    QUEUE *after = pbl__lanes_after(&rq->lanes, lane, false);
-    QUEUE_INSERT_TAIL(after != NULL ? after->next : rq->queue.next, &tt->rq);
-    pbl__lanes_set_last(&rq->lanes, lane, &tt->rq);
+  int err = pbl__lanes_find(&rq->lanes, pbl__task_priority(&tt->base), &lane);
+  if (err != 0)
+    return err; /* no room for a new priority */
+  QUEUE *after = pbl__lanes_after(&rq->lanes, lane, false);
+  QUEUE_INSERT_TAIL(after != NULL ? after->next : rq->queue.next, &tt->rq);
+  pbl__lanes_set_last(&rq->lanes, lane, &tt->rq);
+  return 0;
+}
+
+/* Loop thread: queues the tasks a drain of the inbox took in, under one
+ * hold of the lock that every runner takes for every task. */
+static void flush_taken(pbl_loop_t *pl) {
+  pbl__runq *rq = &pl->runq;
+  QUEUE failed;
+  QUEUE_INIT(&failed);
+  unsigned k = 0;
+  uv_mutex_lock(&rq->lock);
+  while (!QUEUE_EMPTY(&rq->taken)) {
+    QUEUE *q = QUEUE_HEAD(&rq->taken);
+    QUEUE_REMOVE(q);
+    thread_task *tt = QUEUE_DATA(q, thread_task, rq);
+    if (runq_insert(rq, tt) != 0)
+      QUEUE_INSERT_TAIL(&failed, q);
+    else
+      k++;
   }
   uv_mutex_unlock(&rq->lock);
-  if (err != 0) { /* no room for a new priority */
+  while (!QUEUE_EMPTY(&failed)) {
+    QUEUE *q = QUEUE_HEAD(&failed);
+    QUEUE_REMOVE(q);
+    QUEUE_INIT(q);
+    pbl_task_t *t = &QUEUE_DATA(q, thread_task, rq)->base;
+    pbl__task_end(t, PBL_FAILED, UV_ENOMEM, NULL, NULL, PBL__DELIVER_POST);
+    thread_finished(t);
+  }
+  while (k-- > 0 && pl->runq.runners < pl->runq.max_runners)
+    start_runner(pl);
+}
+
+/* Loop thread. A task taken from the inbox waits for the end of the
+ * drain (flush_taken); one submitted on the loop thread is queued now. */
+static void thread_start(pbl_task_t *t) {
+  thread_task *tt = (thread_task *)t;
+  pbl_loop_t *pl = t->loop;
+  pbl__runq *rq = &pl->runq;
+  pbl__task_hold(t); /* released in thread_finished */
+  if (pl->taking_in) {
+    QUEUE_INSERT_TAIL(&rq->taken, &tt->rq);
+    pl->after_take = flush_taken;
+    pbl__queue_deadline_arm(t);
+    return;
+  }
+  uv_mutex_lock(&rq->lock);
+  int err = runq_insert(rq, tt);
+  uv_mutex_unlock(&rq->lock);
+  if (err != 0) {
     pbl__task_end(t, PBL_FAILED, err, NULL, NULL, PBL__DELIVER_POST);
     thread_finished(t);
     return;
   }
   pbl__queue_deadline_arm(t);
-  start_runner(t->loop);
+  start_runner(pl);
 }
 
 /* Loop thread: the runner is done with t (run or skipped). */
@@ -178,6 +223,8 @@ static void thread_finished(pbl_task_t *t) {
 static void thread_abort(pbl_task_t *t) {
   thread_task *tt = (thread_task *)t;
   pbl__runq *rq = &t->loop->runq;
+  if (!QUEUE_EMPTY(&rq->taken))
+    flush_taken(t->loop); /* then t is in the run queue or running */
   uv_mutex_lock(&rq->lock);
   bool queued = !QUEUE_EMPTY(&tt->rq);
   if (queued) {
