@@ -8,13 +8,17 @@
  *   BENCH_SCALE_WORKERS    worker counts; default 1,2,4,8,16 up to the
  *                          CPUs (and the CPU count itself)
  *   BENCH_SCALE_US         task sizes, us of CPU; default 0,20,200
- *   BENCH_SCALE_PRODUCERS  producer threads; default 1,8
+ *   BENCH_SCALE_PRODUCERS  producer threads; default 0,1,8 (0: the loop
+ *                          thread submits every task itself)
  *   BENCH_SCALE_MS         about how long a timed run lasts; default 150
  *   BENCH_SCALE_ROUNDS     timed rounds a cell, medians; default 3
  *
  * Prints a table and, for each pebble kind at each size, worker count and
  * producer count, `ratio scale-<kind>-<us>us-w<N>-p<P> <value>`: its
- * throughput over raw uv_queue_work's in the same cell (> 1: faster).
+ * throughput over raw uv_queue_work's in the same cell (> 1: faster); and
+ * for producer threads, `ratio scale-<kind>-<us>us-w<N>-p<P>-vs-loop`: over
+ * the same kind's when the loop thread submits (issue 14, item 3: several
+ * producers reach at least the loop thread's own rate).
  * --data writes the medians for plot-scale.sh.
  *
  * Design notes.
@@ -48,7 +52,8 @@
  * Producers submit from threads of their own: raw through raw-inbox.c (a
  * mutex-protected batch and one uv_async, since uv_queue_work is loop
  * thread only), pebble through its own calls, fire and forget, counted in
- * on_done.
+ * on_done. With 0 producers the loop thread submits the run's tasks, then
+ * runs the loop (raw: uv_queue_work itself).
  *
  * This file is the parent; scale-run.c is the child's side. */
 #include <errno.h>
@@ -107,8 +112,8 @@ static scale_list sizes_list(void) {
 }
 
 static scale_list producers_list(void) {
-  return env_list("BENCH_SCALE_PRODUCERS", (scale_list){{1, 8}, 2},
-                  SCALE_MAX_PRODUCERS, 0);
+  return env_list("BENCH_SCALE_PRODUCERS", (scale_list){{0, 1, 8}, 3},
+                  SCALE_MAX_PRODUCERS, 1);
 }
 
 static scale_config config(void) {
@@ -294,8 +299,8 @@ int main(int argc, char **argv) {
     fflush(stdout);
   }
   printf("\nscale: tasks a second (median of %u rounds), w workers, p"
-         " producer threads; one child process per worker count, libuv's"
-         " pool of w threads\n",
+         " producer threads (0: the loop thread submits); one child process"
+         " per worker count, libuv's pool of w threads\n",
          c.rounds);
   print_table(&ws, &sizes, &prods);
   for (int s = 0; s < sizes.n; s++)
@@ -310,6 +315,11 @@ int main(int argc, char **argv) {
                    scale_kind_names[k], sizes.v[s], ws.v[i], prods.v[p]);
           if (r != NULL && raw != NULL)
             bench_ratio(name, r->med, raw->med);
+          const result *loop = find(sizes.v[s], ws.v[i], 0, (scale_kind)k);
+          if (prods.v[p] > 0 && r != NULL && loop != NULL) {
+            strcat(name, "-vs-loop");
+            bench_ratio(name, r->med, loop->med);
+          }
         }
       }
   printf("bench-scale: %.1f s in all\n", (double)(bench_now() - t0) / 1e9);

@@ -97,7 +97,7 @@ static void finish_one(run *r) {
   for (unsigned i = 0; i < r->np; i++)
     BENCH_CHECK(uv_thread_join(&r->prod[i].tid));
   uv_close((uv_handle_t *)&r->alive, NULL);
-  if (r->k == RAW)
+  if (r->k == RAW && r->np > 0)
     raw_inbox_close(&r->in);
 }
 
@@ -123,32 +123,39 @@ static void on_done(pbl_task_t *t, void *data) {
   finish_one(r);
 }
 
-static void produce(void *arg) {
-  producer *p = arg;
-  run *r = p->r;
+/* One task of r's kind; on_loop: submitted by the loop thread itself, so
+ * raw goes straight to uv_queue_work. */
+static void submit_one(run *r, bool on_loop) {
   pbl_task_opts o = {.on_done = on_done, .data = r};
   void *targ = (void *)(uintptr_t)r->iters;
-  uv_barrier_wait(&r->start);
-  for (size_t i = 0; i < p->count; i++) {
-    switch (r->k) {
-    case RAW: {
-      raw_item *it = bench_alloc(sizeof(*it));
-      it->req.data = r;
+  switch (r->k) {
+  case RAW: {
+    raw_item *it = bench_alloc(sizeof(*it));
+    it->req.data = r;
+    if (on_loop)
+      BENCH_CHECK(uv_queue_work(r->uv, &it->req, raw_work, raw_after));
+    else
       raw_inbox_post(&r->in, it);
-      break;
-    }
-    case THREAD:
-      BENCH_CHECK(pbl_thread(r->pl, spin_thread, targ, &o, NULL));
-      break;
-    case POOL_THREAD:
-      BENCH_CHECK(pbl_pool_thread(r->tpool, spin_thread, targ, &o, NULL));
-      break;
-    default:
-      BENCH_CHECK(pbl_pool_process(r->ppool, spin_process, &r->iters,
-                                   sizeof(r->iters), &o, NULL));
-      break;
-    }
+    break;
   }
+  case THREAD:
+    BENCH_CHECK(pbl_thread(r->pl, spin_thread, targ, &o, NULL));
+    break;
+  case POOL_THREAD:
+    BENCH_CHECK(pbl_pool_thread(r->tpool, spin_thread, targ, &o, NULL));
+    break;
+  default:
+    BENCH_CHECK(pbl_pool_process(r->ppool, spin_process, &r->iters,
+                                 sizeof(r->iters), &o, NULL));
+    break;
+  }
+}
+
+static void produce(void *arg) {
+  producer *p = arg;
+  uv_barrier_wait(&p->r->start);
+  for (size_t i = 0; i < p->count; i++)
+    submit_one(p->r, false);
 }
 
 /* Returns tasks a second. The run lives on this stack until uv_run has
@@ -160,18 +167,26 @@ static double run_once(run *base, scale_kind k, size_t n, unsigned np) {
   r.np = np;
   r.done = r.failed = 0;
   BENCH_CHECK(uv_async_init(r.uv, &r.alive, NULL));
-  if (k == RAW)
+  if (k == RAW && np > 0)
     raw_inbox_init(&r.in, r.uv, raw_work, raw_after);
-  BENCH_CHECK(uv_barrier_init(&r.start, np + 1));
-  for (unsigned i = 0; i < np; i++) {
-    r.prod[i].r = &r;
-    r.prod[i].count = n / np + (i < n % np);
-    BENCH_CHECK(uv_thread_create(&r.prod[i].tid, produce, &r.prod[i]));
+  uint64_t t0;
+  if (np == 0) { /* the loop thread submits them all, then runs */
+    t0 = bench_now();
+    for (size_t i = 0; i < n; i++)
+      submit_one(&r, true);
+  } else {
+    BENCH_CHECK(uv_barrier_init(&r.start, np + 1));
+    for (unsigned i = 0; i < np; i++) {
+      r.prod[i].r = &r;
+      r.prod[i].count = n / np + (i < n % np);
+      BENCH_CHECK(uv_thread_create(&r.prod[i].tid, produce, &r.prod[i]));
+    }
+    uv_barrier_wait(&r.start);
+    t0 = bench_now();
   }
-  uv_barrier_wait(&r.start);
-  uint64_t t0 = bench_now();
   uv_run(r.uv, UV_RUN_DEFAULT);
-  uv_barrier_destroy(&r.start);
+  if (np > 0)
+    uv_barrier_destroy(&r.start);
   if (r.done != n || r.failed != 0) {
     fprintf(stderr, "bench-scale: %s: %zu of %zu done, %zu failed\n",
             scale_kind_names[k], r.done, n, r.failed);
@@ -182,7 +197,7 @@ static double run_once(run *base, scale_kind k, size_t n, unsigned np) {
 /* ---- the child: one worker count ---- */
 
 static size_t clamp_n(double n, unsigned np) {
-  double lo = 64.0 * np, hi = 2000000;
+  double lo = 64.0 * (np > 0 ? np : 1), hi = 2000000;
   return (size_t)(n < lo ? lo : n > hi ? hi : n);
 }
 

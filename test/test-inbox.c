@@ -1,8 +1,10 @@
-/* The binding's inbox from other threads: producer threads submitting
- * while the binding closes (every submit is accepted and ends, or is
+/* Submission from other threads: the binding's lock-free inbox and a
+ * thread pool's lock-free push. Producer threads submitting while the
+ * binding or the pool closes (every submit is accepted and ends, or is
  * refused with PBL_ECLOSED), task memory recycled from the loop thread to
- * producer threads (and freed when they exit), and priorities kept for
- * tasks taken in together by one drain. */
+ * producer threads (and freed when they exit), priorities kept for tasks
+ * taken in together by one drain, and a push into an idle pool keeping
+ * the loop running until its callback. */
 #include "helpers.h"
 
 #include <stdatomic.h>
@@ -32,6 +34,7 @@ typedef struct {
 
 typedef struct {
   pbl_loop_t *pl;
+  pbl_pool_t *pool; /* NULL: pbl_thread */
   race *race;
   int accepted;
   int refused;
@@ -50,7 +53,9 @@ static void submit_until_refused(void *arg) {
   pbl_task_opts o = {.on_done = race_cb, .data = r->race};
   for (;;) {
     uv_sem_wait(&r->race->tokens);
-    int err = pbl_thread(r->pl, identity, NULL, &o, NULL);
+    int err = r->pool != NULL
+                  ? pbl_pool_thread(r->pool, identity, NULL, &o, NULL)
+                  : pbl_thread(r->pl, identity, NULL, &o, NULL);
     if (err == 0) {
       r->accepted++;
       continue;
@@ -104,6 +109,102 @@ static void test_foreign_submits_racing_close(void **state) {
   assert_int_equal(pbl_task_state_of(keep), PBL_DONE);
   pbl_task_release(keep);
   assert_int_equal(uv_loop_close(&uv), 0);
+}
+
+/* The pool closes while producers push into it without its lock. */
+static void test_pool_pushes_racing_close(void **state) {
+  F(state);
+  pbl_pool_t *pool;
+  pbl_pool_opts po = {.workers = 2};
+  assert_int_equal(pbl_thread_pool_new(f->pl, &po, &pool), 0);
+  race ra;
+  atomic_init(&ra.callbacks, 0);
+  assert_int_equal(uv_sem_init(&ra.tokens, 1000), 0);
+  racer r[RACERS];
+  uv_thread_t th[RACERS];
+  for (int i = 0; i < RACERS; i++) {
+    r[i] = (racer){.pl = f->pl, .pool = pool, .race = &ra};
+    assert_int_equal(uv_thread_create(&th[i], submit_until_refused, &r[i]), 0);
+  }
+  assert_true(pbl_test_run_until(&f->uv, some_callbacks, &ra, 60000));
+  assert_int_equal(pbl_pool_close(pool), 0);
+  assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+  assert_int_equal(pbl_pool_join(pool, 0), 0);
+  int accepted = 0;
+  for (int i = 0; i < RACERS; i++) {
+    assert_int_equal(uv_thread_join(&th[i]), 0);
+    assert_int_equal(r[i].other, 0);
+    assert_int_equal(r[i].refused, 1);
+    accepted += r[i].accepted;
+  }
+  assert_int_equal(atomic_load(&ra.callbacks), accepted);
+  pbl_pool_stats_t st;
+  assert_int_equal(pbl_pool_stats(pool, &st), 0);
+  assert_int_equal(st.done, (uint64_t)accepted);
+  print_message("%d tasks accepted before the close\n", accepted);
+  pbl_pool_free(pool);
+  uv_sem_destroy(&ra.tokens);
+}
+
+/* ---- a push into an idle pool keeps the loop ---- */
+
+typedef struct {
+  pbl_pool_t *pool;
+  pbl_test_gate gate;
+  uv_async_t submitted; /* the only other handle keeping the loop */
+  int submit_err;       /* the producer's */
+  int callbacks;        /* loop thread */
+  int err;              /* loop thread: the task's */
+} idle_push;
+
+static void *gated_task(void *arg) {
+  pbl_test_gate_pass(arg);
+  return arg;
+}
+
+static void idle_push_cb(pbl_task_t *t, void *data) {
+  idle_push *ip = data;
+  ip->callbacks++;
+  ip->err = pbl_task_error(t);
+}
+
+static void push_then_tell(void *arg) {
+  idle_push *ip = arg;
+  pbl_task_opts o = {.on_done = idle_push_cb, .data = ip};
+  ip->submit_err = pbl_pool_thread(ip->pool, gated_task, &ip->gate, &o, NULL);
+  uv_async_send(&ip->submitted);
+}
+
+/* Once the producer has pushed, the loop's own handle goes and the task
+ * may finish: only the pool can keep uv_run() going to its callback. */
+static void on_submitted(uv_async_t *a) {
+  idle_push *ip = a->data;
+  uv_close((uv_handle_t *)a, NULL);
+  pbl_test_gate_open(&ip->gate);
+}
+
+static void test_push_into_idle_pool_keeps_loop(void **state) {
+  F(state);
+  for (int round = 0; round < 20; round++) {
+    idle_push ip = {.submit_err = -1, .callbacks = 0, .err = -1};
+    pbl_pool_opts po = {.workers = 1};
+    assert_int_equal(pbl_thread_pool_new(f->pl, &po, &ip.pool), 0);
+    pbl_test_gate_init(&ip.gate);
+    assert_int_equal(uv_async_init(&f->uv, &ip.submitted, on_submitted), 0);
+    ip.submitted.data = &ip;
+    uv_thread_t th;
+    assert_int_equal(uv_thread_create(&th, push_then_tell, &ip), 0);
+    assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_thread_join(&th), 0);
+    assert_int_equal(ip.submit_err, 0);
+    assert_int_equal(ip.callbacks, 1); /* uv_run waited for it */
+    assert_int_equal(ip.err, 0);
+    assert_int_equal(pbl_pool_close(ip.pool), 0);
+    assert_int_equal(pbl_pool_join(ip.pool, 10000), 0);
+    pbl_pool_free(ip.pool);
+    assert_int_equal(uv_run(&f->uv, UV_RUN_DEFAULT), 0);
+    pbl_test_gate_destroy(&ip.gate);
+  }
 }
 
 /* ---- task memory recycled across threads ---- */
@@ -229,6 +330,8 @@ int main(void) {
   setenv("UV_THREADPOOL_SIZE", "1", 1); /* read at the pool's first use */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_foreign_submits_racing_close),
+      T(test_pool_pushes_racing_close),
+      T(test_push_into_idle_pool_keeps_loop),
       T(test_foreign_tasks_recycled),
       T(test_foreign_priorities_keep_order),
   };

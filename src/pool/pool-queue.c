@@ -111,10 +111,12 @@ void pbl__pool_seal(pbl_pool_t *p) {
     move_in(p, top);
 }
 
-/* Loop thread, one item, a pool of a fast_push kind without queue_limit:
- * pushes it without the lock. The lock is taken only to kick, when the
- * kind says no worker would look at the queue again otherwise. */
-static int push(pbl_pool_t *p, pbl__pool_item *it, uint64_t now, pbl__kick *k) {
+/* One item, a pool of a fast_push kind without queue_limit: pushes it
+ * without the lock. The lock is taken only to kick, when the kind says no
+ * worker would look at the queue again otherwise, and from another thread
+ * to wake the loop of an asleep pool. */
+static int push(pbl_pool_t *p, pbl__pool_item *it, uint64_t now, bool on_loop,
+                pbl__kick *k) {
   it->queued = now;
   it->chunk_len = 1;
   pbl__pool_item *top = atomic_load_explicit(&p->pushed, memory_order_relaxed);
@@ -124,10 +126,15 @@ static int push(pbl_pool_t *p, pbl__pool_item *it, uint64_t now, pbl__kick *k) {
     it->next = top;
   } while (!atomic_compare_exchange_weak_explicit(
       &p->pushed, &top, it, memory_order_seq_cst, memory_order_relaxed));
-  if (atomic_load(&p->push_kick)) { /* seq_cst: see pbl__pool_absorb */
+  bool kick = atomic_load(&p->push_kick); /* seq_cst: see pbl__pool_absorb */
+  bool wake = !on_loop && atomic_load(&p->asleep); /* seq_cst: see settle */
+  if (kick || wake) {
     uv_mutex_lock(&p->lock);
     pbl__pool_absorb(p);
-    *k = p->kind->kick(p);
+    if (kick)
+      *k = p->kind->kick(p);
+    if (wake && pbl__pool_want_wake(p))
+      pbl__pool_wake(p); /* under the lock: the async cannot be closing */
     uv_mutex_unlock(&p->lock);
   }
   return 0;
@@ -203,14 +210,15 @@ int pbl__pool_submit(pbl_pool_t *p, pbl__pool_item **items, size_t n,
   bool on_loop = pbl__on_loop_thread(p->loop);
   keep(items, n, on_loop);
   pbl__kick k = {0, 0};
-  bool fast = on_loop && n == 1 && p->kind->fast_push && p->queue_limit == 0 &&
-              pbl__task_priority(&items[0]->base) == 0;
   /* One opts for every item: the first says for all. */
   bool deadlines = pbl__task_has_queue_deadline(&items[0]->base);
+  bool fast = n == 1 && p->kind->fast_push && p->queue_limit == 0 &&
+              pbl__task_priority(&items[0]->base) == 0 &&
+              (on_loop || !deadlines);
   if (deadlines && !on_loop)
     for (size_t i = 0; i < n; i++)
       pbl_task_retain(&items[i]->base); /* qarms' */
-  int err = fast ? push(p, items[0], now, &k)
+  int err = fast ? push(p, items[0], now, on_loop, &k)
                  : enqueue(p, items, n, chunk, now, on_loop, &k);
   if (err != 0) {
     if (deadlines && !on_loop)

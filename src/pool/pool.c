@@ -117,6 +117,16 @@ void pbl__pool_settle(pbl_pool_t *p) {
   bool closing = p->async_closing;
   bool want =
       !ready && (p->live > 0 || pushed || p->state != PBL__POOL_RUNNING);
+  if (!want && !finish) {
+    /* seq_cst both, as a push and its look at asleep: either a push from
+     * another thread sees asleep and wakes the loop, or it is seen here.
+     * (A finishing pool is sealed: no push comes.) */
+    atomic_store(&p->asleep, true);
+    top = atomic_load(&p->pushed);
+    want = top != NULL && top != PBL__POOL_SEALED;
+  }
+  if (want)
+    atomic_store(&p->asleep, false);
   if (finish) { /* under both locks: no send after this */
     uv_mutex_lock(&p->done_lock);
     p->async_closing = true;
@@ -215,6 +225,7 @@ int pbl__pool_init(pbl_pool_t *p, const pbl__pool_kind *kind, pbl_loop_t *pl,
   atomic_init(&p->wake_pending, false);
   atomic_init(&p->pushed, NULL);
   atomic_init(&p->push_kick, true);
+  atomic_init(&p->asleep, true);
   int err = lock_init(&p->lock);
   if (err != 0)
     return err;

@@ -57,17 +57,21 @@
  * worker's hand is set under lock and cleared under done; stop walks the
  * hands holding both.
  *
- * Pushes. The loop thread, which schedules most tasks, does not take the
- * lock for a single task (kinds with fast_push, no queue_limit): it
- * pushes the item on `pushed`, a lock-free LIFO, with one CAS. Workers
- * taking the lock for every job made that lock the loop thread's main
- * cost. Whoever holds the lock next moves the pushed items to the run
- * queue's tail, oldest first, before touching the queue (absorb), so the
- * queue keeps the scheduling order and counts them queued and live then.
- * Close and stop seal it (PBL__POOL_SEALED, under the lock): a push after
- * that fails, one before is absorbed with the queue. A push still starts
- * without a loop turn; the kind's push_kick says when a push must take
- * the lock after all, to wake or start a worker (thread-pool.c).
+ * Pushes. A thread scheduling a single task does not take the lock
+ * (kinds with fast_push, no queue_limit, priority 0; from other threads
+ * than the loop's, no queue deadline): it pushes the item on `pushed`, a
+ * lock-free LIFO, with one CAS. Workers taking the lock for every job
+ * made that lock the loop thread's main cost, and producer threads'
+ * (issue 14: one producer thread reached 0.7 of the loop thread's rate).
+ * From another thread a push takes the lock after all while the pool is
+ * `asleep`: the loop must learn of the work to wait for its callback. Whoever
+ * holds the lock next moves the pushed items to the run queue's tail, oldest
+ * first, before touching the queue (absorb), so the queue keeps the scheduling
+ * order and counts them queued and live then. Close and stop seal it
+ * (PBL__POOL_SEALED, under the lock): a push after that fails, one before is
+ * absorbed with the queue. A push still starts without a loop turn; the kind's
+ * push_kick says when a push must take the lock after all, to wake or start a
+ * worker (thread-pool.c).
  *
  * Lock order: lock, then done, then a task's stripe lock, then in_lock or
  * a waiter's mutex. No lock is held while a task function, an
@@ -135,9 +139,9 @@ typedef struct pbl__pool_kind {
   size_t (*workers)(pbl_pool_t *p);
   /* no lock: every worker is gone; free what the kind owns. */
   void (*destroy)(pbl_pool_t *p);
-  /* Loop-thread submits of single tasks skip the lock (pushed). The kind
-   * keeps push_kick set whenever a pushed item could otherwise wait
-   * unseen, and absorbs after setting it. */
+  /* Submits of single tasks skip the lock (pushed). The kind keeps
+   * push_kick set whenever a pushed item could otherwise wait unseen, and
+   * absorbs after setting it. */
   bool fast_push;
   /* Workers are only reaped on loop turns (child processes): a join on
    * the loop thread with workers left is then PBL_EDEADLK. Threads leave
@@ -186,13 +190,17 @@ struct pbl_pool {
   pbl_pool_stats_t ends; /* the end counters, and the waits in ticks */
   char pad2_[64];
 
-  /* The loop thread pushes, workers absorb: a line of their own. Items
-   * the loop thread scheduled without the lock, newest first;
-   * PBL__POOL_SEALED once the pool no longer runs (design notes). */
+  /* Submitters push, workers absorb: a line of their own. Items
+   * scheduled without the lock, newest first; PBL__POOL_SEALED once the
+   * pool no longer runs (design notes). */
   _Atomic(pbl__pool_item *) pushed;
   /* Set by the kind under the lock: a push must then take the lock to
    * kick, as no worker might look at the queue again otherwise. */
   _Atomic bool push_kick;
+  /* Set under the lock while the async is not ref'd (the loop would not
+   * wait for the pool): a push from another thread must then take the
+   * lock and wake the loop, as one through the lock does. */
+  _Atomic bool asleep;
   char pad3_[64];
 
   /* loop */
