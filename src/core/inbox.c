@@ -66,9 +66,9 @@ bool pbl__inbox_seal_empty(pbl_loop_t *pl) {
   for (int i = 0; i < PBL__IN_LISTS; i++) {
     pbl_task_t *expect = NULL;
     if (!atomic_compare_exchange_strong(list_of(pl, i), &expect, SEALED)) {
-      /* A post came in: its poster sends (it waits for in_lock). Lists
-       * sealed meanwhile refused only posts of a closing binding with no
-       * task left, which a later seal would refuse too. */
+      /* A post came in: its poster sends (it waits for in_lock). A post
+       * refused by a list sealed meanwhile pushes again once it has seen,
+       * under in_lock, that the binding did not close (loop.c, post). */
       while (i-- > 0)
         atomic_store(list_of(pl, i), NULL);
       return false;

@@ -13,7 +13,9 @@
  * wake-ups were most of a foreign submission's cost (bench/README.md).
  *
  * A sealed list refuses pushes (PBL_ECLOSED): the binding seals its lists
- * before it closes the async, so no post can come after the close.
+ * (under in_lock) before it closes the async, so no post can come after
+ * the close. A seal that finds a list busy undoes itself; a poster refused
+ * meanwhile looks at in_closed under in_lock and pushes again.
  */
 #ifndef PBL_INBOX_H
 #define PBL_INBOX_H

@@ -173,9 +173,18 @@ uv_loop_t *pbl_loop_uv(const pbl_loop_t *pl) {
 
 /* Any thread. The poster that finds its list empty wakes the loop. */
 static int post(pbl_loop_t *pl, pbl_task_t *t, int list) {
-  int first = pbl__inbox_push(pl, list, t);
-  if (first <= 0)
-    return first;
+  int first;
+  while ((first = pbl__inbox_push(pl, list, t)) == PBL_ECLOSED) {
+    /* Sealed for good once in_closed; else by a close that found another
+     * list busy and unsealed them again, under in_lock: push again. */
+    uv_mutex_lock(&pl->in_lock);
+    bool closed = pl->in_closed;
+    uv_mutex_unlock(&pl->in_lock);
+    if (closed)
+      return PBL_ECLOSED;
+  }
+  if (first == 0)
+    return 0;
   uv_mutex_lock(&pl->in_lock);
   if (!pl->in_closed) /* else the lists were sealed: a drain took t */
     uv_async_send(&pl->async);
