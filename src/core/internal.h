@@ -338,13 +338,6 @@ void pbl__loop_member_add(pbl_loop_t *pl, pbl__member *m);
 void pbl__loop_member_gone(pbl_loop_t *pl, pbl__member *m);
 bool pbl__loop_is_closing(const pbl_loop_t *pl);
 
-/* task.c */
-void pbl__task_lock(const pbl_task_t *t);
-void pbl__task_unlock(const pbl_task_t *t);
-/* Allocates a zeroed task of `size` bytes (>= sizeof(pbl_task_t)) with
- * its flight reference, plus one for the caller if want_ref. Copies opts
- * (validated here: UV_EINVAL). Returns 0, UV_EINVAL or UV_ENOMEM; on error
- * nothing is left behind. */
 /* task-cache.c. Task memory made on other threads than the loop's.
  *
  * Design notes. A producer thread submitting to a binding allocates every
@@ -365,6 +358,13 @@ void pbl__task_mem_free(pbl_loop_t *pl, void *m, bool recycled);
 void pbl__task_mem_drop(pbl_loop_t *pl); /* the binding's memory goes */
 bool pbl__task_mem_recycles(void);       /* not under AddressSanitizer */
 
+/* task.c */
+void pbl__task_lock(const pbl_task_t *t);
+void pbl__task_unlock(const pbl_task_t *t);
+/* Allocates a zeroed task of `size` bytes (>= sizeof(pbl_task_t)) with
+ * its flight reference, plus one for the caller if want_ref. Copies opts
+ * (validated here: UV_EINVAL). Returns 0, UV_EINVAL or UV_ENOMEM; on error
+ * nothing is left behind. */
 int pbl__task_new(pbl_loop_t *pl, const pbl__task_ops *ops, size_t size,
                   const pbl_task_opts *opts, bool want_ref, pbl_task_t **out);
 /* Frees a task that was never submitted (its creator's error path). */
