@@ -9,6 +9,9 @@
  *            fed from the read callback, batched in one write per read:
  *            what a competent hand-written libuv program does; and the
  *            same with DEEP (64) in flight, the most the pool keeps
+ *   window   the same N tasks kept DEEP (64) per worker in flight, each
+ *            callback submitting the next, as raw's read callback feeds
+ *            its workers: the pool's dispatch without a queue of N tasks
  *   map/64   pbl_pool_map_process() of N inputs in chunks of 64
  *   ssh      the pool's figures with its workers started through ssh
  *            (a launcher): $PBL_BENCH_SSH, the ssh command line up to
@@ -38,6 +41,10 @@
 #define PY_N 20000 /* Python is ~100x slower: fewer tasks, same rate */
 
 static size_t done;
+/* The parent's CPU time per task in the last run, in ns: at many workers the
+ * loop thread that dispatches is the bottleneck, so this bounds the rate a
+ * machine with CPUs to spare for the workers can reach (1e9 / it). */
+static double cpu_per_task;
 
 /* ---- the worker sides ---- */
 
@@ -178,6 +185,7 @@ static double run_raw(uv_loop_t *uv, size_t n, size_t depth) {
   done = 0;
   raw_to_send = n;
   raw_depth = depth;
+  uint64_t c0 = bench_process_cpu_ns();
   uint64_t t0 = bench_now();
   for (unsigned i = 0; i < nraw; i++) {
     uv_ref((uv_handle_t *)&raw[i].ch); /* else uv_run() would not poll */
@@ -186,6 +194,7 @@ static double run_raw(uv_loop_t *uv, size_t n, size_t depth) {
   while (done < n)
     uv_run(uv, UV_RUN_ONCE);
   uint64_t t1 = bench_now();
+  cpu_per_task = (double)(bench_process_cpu_ns() - c0) / (double)n;
   for (unsigned i = 0; i < nraw; i++)
     uv_unref((uv_handle_t *)&raw[i].ch);
   return (double)n * 1e9 / (double)(t1 - t0);
@@ -207,16 +216,40 @@ static void count_cb(pbl_task_t *t, void *data) {
   done++;
 }
 
-static double run_pool(uv_loop_t *uv, pbl_pool_t *p, size_t n) {
-  pbl_task_opts o = {.on_done = count_cb};
+/* The window: each callback submits the next task until n were. */
+static pbl_pool_t *win_pool;
+static size_t win_left;
+
+static void window_cb(pbl_task_t *t, void *data) {
+  count_cb(t, data);
+  if (win_left == 0)
+    return;
+  win_left--;
+  pbl_task_opts o = {.on_done = window_cb};
+  BENCH_CHECK(pbl_pool_process(win_pool, echo, "pbl-echo", 8, &o, NULL));
+}
+
+static double run_window(uv_loop_t *uv, pbl_pool_t *p, size_t n,
+                         size_t window) {
+  pbl_task_opts o = {.on_done = window_cb};
   done = 0;
+  win_pool = p;
+  window = window < n ? window : n;
+  win_left = n - window;
+  uint64_t c0 = bench_process_cpu_ns();
   uint64_t t0 = bench_now();
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < window; i++)
     BENCH_CHECK(pbl_pool_process(p, echo, "pbl-echo", 8, &o, NULL));
   uv_run(uv, UV_RUN_DEFAULT);
   uint64_t t1 = bench_now();
+  cpu_per_task = (double)(bench_process_cpu_ns() - c0) / (double)n;
   BENCH_CHECK(done == n ? 0 : UV_EINVAL); /* no task lost */
   return (double)n * 1e9 / (double)(t1 - t0);
+}
+
+/* All n tasks submitted at once. */
+static double run_pool(uv_loop_t *uv, pbl_pool_t *p, size_t n) {
+  return run_window(uv, p, n, n);
 }
 
 static double run_map(uv_loop_t *uv, pbl_pool_t *p, const pbl_buf *in,
@@ -324,18 +357,28 @@ int main(int argc, char **argv) {
 
   double r_raw[MAX_ROUNDS], r_pool[MAX_ROUNDS], r_map[MAX_ROUNDS];
   double r_deep[MAX_ROUNDS], r_ssh[MAX_ROUNDS];
+  double c_raw[MAX_ROUNDS], c_pool[MAX_ROUNDS], c_deep[MAX_ROUNDS];
+  double r_win[MAX_ROUNDS], c_win[MAX_ROUNDS];
   double r_py[MAX_ROUNDS], r_pymap[MAX_ROUNDS], r_fut[MAX_ROUNDS];
   int py_n = 0, pymap_n = 0, fut_n = 0;
   for (int r = 0; r < rounds; r++) {
     if (r % 2 == 0) {
       r_raw[r] = run_raw(&uv, n, DEPTH);
+      c_raw[r] = cpu_per_task;
       r_pool[r] = run_pool(&uv, p, n);
+      c_pool[r] = cpu_per_task;
       r_deep[r] = run_raw(&uv, n, DEEP);
+      c_deep[r] = cpu_per_task;
     } else {
       r_deep[r] = run_raw(&uv, n, DEEP);
+      c_deep[r] = cpu_per_task;
       r_pool[r] = run_pool(&uv, p, n);
+      c_pool[r] = cpu_per_task;
       r_raw[r] = run_raw(&uv, n, DEPTH);
+      c_raw[r] = cpu_per_task;
     }
+    r_win[r] = run_window(&uv, p, n, (size_t)DEEP * workers);
+    c_win[r] = cpu_per_task;
     r_map[r] = run_map(&uv, p, in, n);
     if (sp != NULL)
       r_ssh[r] = run_pool(&uv, sp, n);
@@ -351,6 +394,9 @@ int main(int argc, char **argv) {
   }
   double m_raw = med(r_raw, rounds), m_pool = med(r_pool, rounds);
   double m_deep = med(r_deep, rounds);
+  double mc_raw = med(c_raw, rounds), mc_pool = med(c_pool, rounds);
+  double mc_deep = med(c_deep, rounds);
+  double m_win = med(r_win, rounds), mc_win = med(c_win, rounds);
   double m_map = med(r_map, rounds), m_py = med(r_py, py_n);
   double m_pymap = med(r_pymap, pymap_n), m_fut = med(r_fut, fut_n);
   double m_ssh = sp != NULL ? med(r_ssh, rounds) : -1;
@@ -364,6 +410,7 @@ int main(int argc, char **argv) {
   row("raw socketpair, 2 in flight", n, m_raw);
   row("raw socketpair, 64 in flight", n, m_deep);
   row("pbl_pool_process", n, m_pool);
+  row("pbl_pool_process, 64 in flight", n, m_win);
   row("pbl_pool_map_process /64", n, m_map);
   if (sp != NULL)
     row("pbl_pool_process through ssh", n, m_ssh);
@@ -372,11 +419,22 @@ int main(int argc, char **argv) {
   row("ProcessPoolExecutor.submit", PY_N, m_fut);
   bench_ratio("pool-process-vs-raw-socketpair", m_pool, m_raw);
   bench_ratio("pool-process-vs-raw-socketpair-64", m_pool, m_deep);
+  bench_ratio("pool-process-window64-vs-raw-socketpair-64", m_win, m_deep);
   bench_ratio("pool-map64-vs-raw-socketpair", m_map, m_raw);
   bench_ratio("pool-process-vs-pebble-processpool", m_pool, m_py);
   bench_ratio("pool-map64-vs-pebble-processpool-map64", m_map, m_pymap);
   bench_ratio("pool-process-vs-processpoolexecutor", m_pool, m_fut);
   bench_ratio("pool-process-ssh-vs-local", m_ssh, m_pool);
+  printf("parent's CPU per task (ns; the dispatching side, all its threads):"
+         " raw 2 in flight %.0f, raw 64 in flight %.0f, pbl_pool_process "
+         "%.0f, 64 in flight %.0f\n",
+         mc_raw, mc_deep, mc_pool, mc_win);
+  /* Tasks per parent CPU second, ours over raw's: the rate each side could
+   * reach where its dispatching thread, not the workers, is the limit. */
+  bench_ratio("pool-process-cpu-vs-raw-socketpair-64", 1 / mc_pool,
+              1 / mc_deep);
+  bench_ratio("pool-process-window64-cpu-vs-raw-socketpair-64", 1 / mc_win,
+              1 / mc_deep);
   printf("round trip, one task at a time (median of 200): here %.0f us",
          rt_local);
   if (sp != NULL)

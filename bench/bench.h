@@ -29,6 +29,11 @@ static inline uint64_t bench_now(void) {
   return uv_hrtime();
 }
 
+/* CPU nanoseconds this process has used, all its threads (not its
+ * children): what a run cost the side that dispatches, where wall time
+ * also counts the workers it shares the CPUs with. */
+uint64_t bench_process_cpu_ns(void);
+
 /* Sorts v in place; the median of n > 0 values. */
 double bench_median(double *v, size_t n);
 /* Sorts v in place. */

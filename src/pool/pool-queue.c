@@ -35,7 +35,17 @@ bool pbl__pool_want_wake(pbl_pool_t *p) {
 }
 
 void pbl__pool_wake(pbl_pool_t *p) {
-  uv_async_send(&p->async);
+  /* The loop thread wakes its own drain without a syscall: an active idle
+   * handle runs it on this turn or the next, without blocking in poll
+   * first. uv_async_send() would write libuv's eventfd and the loop read
+   * it back, two syscalls per turn that a process pool's loop thread,
+   * which submits and finishes its tasks itself, paid on every turn. */
+  if (!pbl__on_loop_thread(p->loop))
+    uv_async_send(&p->async);
+  else if (p->draining)
+    p->redrain = true; /* the drain takes it (pool.c) */
+  else
+    uv_idle_start(&p->kick, pbl__pool_on_kick);
 }
 
 void pbl__pool_changed(pbl_pool_t *p) {

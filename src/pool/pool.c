@@ -13,8 +13,11 @@ _Thread_local pbl_pool_t *pbl__pool_self;
 
 /* ---- the drain (loop thread) ---- */
 
-static void on_async(uv_async_t *a) {
-  pbl_pool_t *p = a->data;
+/* Drains at most this many times in a row when the drain's own callbacks
+ * wake it (each pass takes what they submitted); then on the next turn. */
+#define DRAIN_PASSES 4
+
+static void drain_once(pbl_pool_t *p) {
   uv_mutex_lock(&p->done_lock);
   pbl__pool_item *arms = p->arms;
   pbl__pool_item *done = p->done.head;
@@ -64,7 +67,35 @@ static void on_async(uv_async_t *a) {
     pbl__pool_changed(p);
     uv_mutex_unlock(&p->lock);
   }
+}
+
+/* A callback that submits to p wakes p's drain while it runs: the next
+ * pass serves that wake at once, where a kick would cost a loop turn
+ * (an epoll_wait) that finds nothing else to do. */
+static void drain(pbl_pool_t *p) {
+  bool outer = p->draining; /* a callback may run the loop: nested */
+  for (int pass = 1;; pass++) {
+    p->draining = true;
+    p->redrain = false;
+    drain_once(p);
+    if (!p->redrain)
+      break;
+    if (pass == DRAIN_PASSES) {
+      uv_idle_start(&p->kick, pbl__pool_on_kick);
+      break;
+    }
+  }
+  p->draining = outer;
   pbl__pool_settle(p);
+}
+
+static void on_async(uv_async_t *a) {
+  drain(a->data);
+}
+
+void pbl__pool_on_kick(uv_idle_t *h) {
+  uv_idle_stop(h);
+  drain(h->data);
 }
 
 void pbl__pool_item_delivered(pbl_task_t *t) {
@@ -98,6 +129,8 @@ static void pool_destroy(pbl_pool_t *p) {
 
 static void on_closed(uv_handle_t *h) {
   pbl_pool_t *p = h->data;
+  if (--p->open_handles > 0)
+    return; /* the other one closes later in this turn */
   /* First, while p is surely ours: the binding may finish its close. */
   pbl__loop_member_gone(p->loop, &p->member);
   uv_mutex_lock(&p->lock);
@@ -134,6 +167,7 @@ void pbl__pool_settle(pbl_pool_t *p) {
   }
   uv_mutex_unlock(&p->lock);
   if (finish) {
+    uv_close((uv_handle_t *)&p->kick, on_closed);
     uv_close((uv_handle_t *)&p->async, on_closed); /* keeps the loop alive */
     return;
   }
@@ -206,7 +240,10 @@ static int attach(void *arg) {
   if (err != 0)
     return err;
   p->async.data = p;
-  uv_unref((uv_handle_t *)&p->async); /* an idle pool is not work */
+  uv_unref((uv_handle_t *)&p->async);        /* an idle pool is not work */
+  (void)uv_idle_init(p->loop->uv, &p->kick); /* cannot fail */
+  p->kick.data = p;
+  p->open_handles = 2;
   pbl__loop_member_add(p->loop, &p->member);
   return 0;
 }

@@ -12,7 +12,10 @@
  * (a hold when accepted on the loop thread, else a reference):
  * a worker ran it, skipped it (it ended while queued) or the pool ended it
  * (stop, failing initializer). Finished items go to the done list; the
- * loop drains that list in batches (one uv_async_send per batch): it
+ * loop drains that list in batches (one wake per batch: uv_async_send
+ * from other threads; on the loop thread, which finishes a process pool's
+ * items and submits most tasks, an idle handle, the "kick", that costs no
+ * syscall, or one more pass of a drain under way): it
  * disarms the item's timer, delivers its callback if nobody did, and drops
  * the pool reference. Ends by pbl_task_cancel() or a timeout are delivered
  * by the core as for any task (a cancel from another thread through the
@@ -156,6 +159,7 @@ struct pbl_pool {
   size_t queue_limit;        /* 0: unbounded; set once, read without lock */
   pbl__member member;        /* loop */
   uv_async_t async;          /* the drain: done items, timers, exits, free */
+  uv_idle_t kick;            /* the drain, woken from the loop thread */
   uv_cond_t join_cv;         /* lock: live or unjoined went down */
   _Atomic bool wake_pending; /* an async send is on its way */
 
@@ -204,7 +208,10 @@ struct pbl_pool {
   char pad3_[64];
 
   /* loop */
-  bool refd; /* the async is ref'd */
+  bool refd;            /* the async is ref'd */
+  uint8_t open_handles; /* async and kick, until both close callbacks ran */
+  bool draining;        /* the drain runs: a wake from here is a pass */
+  bool redrain;         /* woken while draining: drain again */
 };
 
 /* Set in a pool's own threads: joining that pool there is PBL_EDEADLK. */
@@ -300,6 +307,8 @@ bool pbl__pool_fail_queued(pbl_pool_t *p, int err, int code, const char *msg);
 bool pbl__pool_want_wake(pbl_pool_t *p);
 /* Any thread, no lock, while a worker of p is unjoined: wakes the loop. */
 void pbl__pool_wake(pbl_pool_t *p);
+/* The kick's callback: the drain, woken on the loop thread. */
+void pbl__pool_on_kick(uv_idle_t *h);
 /* lock: puts `job`, a chain of items a worker took but never ran (a
  * process worker died or was killed with them in flight), back at the
  * head of the run queue as one job, counted queued again and no longer

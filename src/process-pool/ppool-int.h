@@ -188,7 +188,8 @@ typedef struct pbl__pworker {
   char *host;            /* loop: from its HELLO, or NULL */
   pbl__plaunch *launch;  /* where it started */
   unsigned magic_seen;   /* loop: HELLO: bytes of the wire's magic seen */
-  uint64_t heard_ns;     /* loop: launched: when bytes last came */
+  uint64_t heard_ns;     /* loop: when bytes last came: a launched one's
+                            silence, and the time of answers read */
   uint64_t spawn_ns;     /* loop: when it was started */
   bool hb_timer_open;    /* loop: hb_timer is initialised, not closed */
   bool hello_owed;       /* loop: counted in launch->hello */

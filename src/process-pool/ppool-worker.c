@@ -47,10 +47,10 @@ static void item_starts(pbl__pworker *w, pbl__pool_item *it, bool in_read) {
     pbl__pworker_kill(w, pbl__pworker_grace(w->pp, &it->base));
 }
 
-/* A job reached the head of w: count its wait, arm its timers. */
-static void job_begins(pbl__pworker *w, pbl__pool_item *job) {
+/* A job reached the head of w at `now`: count its wait, arm its timers. */
+static void job_begins(pbl__pworker *w, pbl__pool_item *job, uint64_t now) {
   pbl__pool_waits *waits = &w->pp->waits;
-  uint64_t now = uv_hrtime(), ticks = pbl__pool_ticks();
+  uint64_t ticks = pbl__pool_ticks();
   w->job_start_ns = now;
   for (pbl__pool_item *it = job; it != NULL; it = it->next) {
     pbl__pool_count_wait(waits, ticks, it->queued);
@@ -64,7 +64,7 @@ static void job_begins(pbl__pworker *w, pbl__pool_item *job) {
 
 void pbl__pworker_job_starts(pbl__pworker *w, pbl__pool_item *job) {
   PBL__ASSERT_LOOP(w->pp->base.loop);
-  job_begins(w, job);
+  job_begins(w, job, uv_hrtime());
   item_starts(w, job, false);
 }
 
@@ -87,18 +87,21 @@ static bool take_head(pbl__pworker *w) {
   uv_mutex_unlock(&p->done_lock);
   pbl__pworker_leave(it);
   if (job_done)
-    w->ev->on_job_done(w->pp, uv_hrtime() - w->job_start_ns);
+    w->ev->on_job_done(w->pp, w->heard_ns > w->job_start_ns
+                                  ? w->heard_ns - w->job_start_ns
+                                  : 0);
   return job_done;
 }
 
 /* The head was answered: take it off, and the calls w dropped after it;
- * start what comes next. */
+ * start what comes next. The answer was read at w->heard_ns, which stands
+ * for now: one clock read per read, not two per answer. */
 static void advance(pbl__pworker *w) {
   bool job_done = take_head(w);
   pbl__pool_item *next;
   while ((next = pbl__pworker_head(w)) != NULL) {
     if (job_done)
-      job_begins(w, next);
+      job_begins(w, next, w->heard_ns);
     if (!((pbl__pitem *)next)->skipped) {
       item_starts(w, next, true);
       return;
@@ -335,6 +338,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 static void on_exit(pbl__child *c, int64_t status, int sig) {
   pbl__pworker *w = pbl__child_data(c);
+  /* The answers drained below are read now. */
+  w->heard_ns = uv_hrtime();
   if (w->reading) { /* what it wrote before it died is there already */
     int err = pbl__channel_drain(pbl__child_stream(c, PBL__WORKER_FD), &w->rd,
                                  &w->unread);

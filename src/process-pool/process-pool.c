@@ -26,7 +26,8 @@ static void pitem_destroy(pbl_task_t *t) {
   pbl__pitem *pi = (pbl__pitem *)t;
   if (atomic_load(&t->state) == PBL_DONE)
     pbl__free(t->u.result);
-  pbl__free(pi->in);
+  if (pi->in != pi + 1) /* else inline, in the item's own memory */
+    pbl__free(pi->in);
   pbl__free(pi->proc.words);
 }
 
@@ -116,6 +117,9 @@ static const pbl__pool_kind process_kind = {
 
 /* ---- public ---- */
 
+/* Inputs up to this size are copied into the item's own memory. */
+#define PITEM_INLINE_MAX 256
+
 static void *copy_bytes(const void *in, size_t len, int *err) {
   if (len == 0)
     return NULL;
@@ -181,14 +185,20 @@ int pbl_process_pool_new(pbl_loop_t *pl, const pbl_pool_opts *o,
 static int make_item(pbl_pool_t *p, const char *name, const void *in,
                      size_t len, const pbl_task_opts *opts, bool want_ref,
                      pbl__pool_item **out) {
-  int err = pbl__pool_item_new(p, &pitem_ops, &pitem_ops, sizeof(pbl__pitem),
-                               opts, want_ref, out);
+  /* A small input rides in the item's memory: one allocation, not two. */
+  bool inline_in = len > 0 && len <= PITEM_INLINE_MAX;
+  int err = pbl__pool_item_new(p, &pitem_ops, &pitem_ops,
+                               sizeof(pbl__pitem) + (inline_in ? len : 0), opts,
+                               want_ref, out);
   if (err != 0)
     return err;
   pbl__pitem *pi = (pbl__pitem *)*out;
   pi->fn_name = name;
   pi->in_len = len;
-  pi->in = copy_bytes(in, len, &err);
+  if (inline_in)
+    pi->in = memcpy(pi + 1, in, len);
+  else
+    pi->in = copy_bytes(in, len, &err);
   if (err != 0) {
     pbl__task_discard(&(*out)->base);
     *out = NULL;
