@@ -41,10 +41,14 @@
 #define PY_N 20000 /* Python is ~100x slower: fewer tasks, same rate */
 
 static size_t done;
-/* The parent's CPU time per task in the last run, in ns: at many workers the
- * loop thread that dispatches is the bottleneck, so this bounds the rate a
- * machine with CPUs to spare for the workers can reach (1e9 / it). */
-static double cpu_per_task;
+
+/* The parent's CPU time per task over a run started at c0, in ns: at many
+ * workers the loop thread that dispatches is the bottleneck, so this
+ * bounds the rate a machine with CPUs to spare for the workers can reach
+ * (1e9 / it). */
+static double cpu_per_task(uint64_t c0, size_t n) {
+  return (double)(bench_cpu_ns(CLOCK_PROCESS_CPUTIME_ID) - c0) / (double)n;
+}
 
 /* ---- the worker sides ---- */
 
@@ -181,11 +185,12 @@ static void raw_start(uv_loop_t *uv, unsigned n) {
   }
 }
 
-static double run_raw(uv_loop_t *uv, size_t n, size_t depth) {
+/* Returns tasks/s; sets *cpu (unless NULL) to the parent's CPU per task. */
+static double run_raw(uv_loop_t *uv, size_t n, size_t depth, double *cpu) {
   done = 0;
   raw_to_send = n;
   raw_depth = depth;
-  uint64_t c0 = bench_process_cpu_ns();
+  uint64_t c0 = bench_cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
   uint64_t t0 = bench_now();
   for (unsigned i = 0; i < nraw; i++) {
     uv_ref((uv_handle_t *)&raw[i].ch); /* else uv_run() would not poll */
@@ -194,7 +199,8 @@ static double run_raw(uv_loop_t *uv, size_t n, size_t depth) {
   while (done < n)
     uv_run(uv, UV_RUN_ONCE);
   uint64_t t1 = bench_now();
-  cpu_per_task = (double)(bench_process_cpu_ns() - c0) / (double)n;
+  if (cpu != NULL)
+    *cpu = cpu_per_task(c0, n);
   for (unsigned i = 0; i < nraw; i++)
     uv_unref((uv_handle_t *)&raw[i].ch);
   return (double)n * 1e9 / (double)(t1 - t0);
@@ -229,27 +235,29 @@ static void window_cb(pbl_task_t *t, void *data) {
   BENCH_CHECK(pbl_pool_process(win_pool, echo, "pbl-echo", 8, &o, NULL));
 }
 
-static double run_window(uv_loop_t *uv, pbl_pool_t *p, size_t n,
-                         size_t window) {
+/* Returns tasks/s; sets *cpu (unless NULL) to the parent's CPU per task. */
+static double run_window(uv_loop_t *uv, pbl_pool_t *p, size_t n, size_t window,
+                         double *cpu) {
   pbl_task_opts o = {.on_done = window_cb};
   done = 0;
   win_pool = p;
   window = window < n ? window : n;
   win_left = n - window;
-  uint64_t c0 = bench_process_cpu_ns();
+  uint64_t c0 = bench_cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
   uint64_t t0 = bench_now();
   for (size_t i = 0; i < window; i++)
     BENCH_CHECK(pbl_pool_process(p, echo, "pbl-echo", 8, &o, NULL));
   uv_run(uv, UV_RUN_DEFAULT);
   uint64_t t1 = bench_now();
-  cpu_per_task = (double)(bench_process_cpu_ns() - c0) / (double)n;
+  if (cpu != NULL)
+    *cpu = cpu_per_task(c0, n);
   BENCH_CHECK(done == n ? 0 : UV_EINVAL); /* no task lost */
   return (double)n * 1e9 / (double)(t1 - t0);
 }
 
 /* All n tasks submitted at once. */
-static double run_pool(uv_loop_t *uv, pbl_pool_t *p, size_t n) {
-  return run_window(uv, p, n, n);
+static double run_pool(uv_loop_t *uv, pbl_pool_t *p, size_t n, double *cpu) {
+  return run_window(uv, p, n, n, cpu);
 }
 
 static double run_map(uv_loop_t *uv, pbl_pool_t *p, const pbl_buf *in,
@@ -346,14 +354,14 @@ int main(int argc, char **argv) {
     pbl_pool_opts so = {.launchers = &l, .n_launchers = 1};
     BENCH_CHECK(pbl_process_pool_new(pl, &so, &sp));
     uint64_t t0 = bench_now();
-    run_pool(&uv, sp, 4 * workers); /* every worker logged in */
+    run_pool(&uv, sp, 4 * workers, NULL); /* every worker logged in */
     ssh_start_ms = (double)(bench_now() - t0) / 1e6;
-    run_pool(&uv, sp, n / 10 + 1);
+    run_pool(&uv, sp, n / 10 + 1, NULL);
   }
 
   /* Warm up: every worker started, caches and malloc arenas hot. */
-  run_raw(&uv, n / 10 + 1, DEPTH);
-  run_pool(&uv, p, n / 10 + 1);
+  run_raw(&uv, n / 10 + 1, DEPTH, NULL);
+  run_pool(&uv, p, n / 10 + 1, NULL);
 
   double r_raw[MAX_ROUNDS], r_pool[MAX_ROUNDS], r_map[MAX_ROUNDS];
   double r_deep[MAX_ROUNDS], r_ssh[MAX_ROUNDS];
@@ -363,25 +371,18 @@ int main(int argc, char **argv) {
   int py_n = 0, pymap_n = 0, fut_n = 0;
   for (int r = 0; r < rounds; r++) {
     if (r % 2 == 0) {
-      r_raw[r] = run_raw(&uv, n, DEPTH);
-      c_raw[r] = cpu_per_task;
-      r_pool[r] = run_pool(&uv, p, n);
-      c_pool[r] = cpu_per_task;
-      r_deep[r] = run_raw(&uv, n, DEEP);
-      c_deep[r] = cpu_per_task;
+      r_raw[r] = run_raw(&uv, n, DEPTH, &c_raw[r]);
+      r_pool[r] = run_pool(&uv, p, n, &c_pool[r]);
+      r_deep[r] = run_raw(&uv, n, DEEP, &c_deep[r]);
     } else {
-      r_deep[r] = run_raw(&uv, n, DEEP);
-      c_deep[r] = cpu_per_task;
-      r_pool[r] = run_pool(&uv, p, n);
-      c_pool[r] = cpu_per_task;
-      r_raw[r] = run_raw(&uv, n, DEPTH);
-      c_raw[r] = cpu_per_task;
+      r_deep[r] = run_raw(&uv, n, DEEP, &c_deep[r]);
+      r_pool[r] = run_pool(&uv, p, n, &c_pool[r]);
+      r_raw[r] = run_raw(&uv, n, DEPTH, &c_raw[r]);
     }
-    r_win[r] = run_window(&uv, p, n, (size_t)DEEP * workers);
-    c_win[r] = cpu_per_task;
+    r_win[r] = run_window(&uv, p, n, (size_t)DEEP * workers, &c_win[r]);
     r_map[r] = run_map(&uv, p, in, n);
     if (sp != NULL)
-      r_ssh[r] = run_pool(&uv, sp, n);
+      r_ssh[r] = run_pool(&uv, sp, n, NULL);
     double v = run_py(script, "pebble", workers);
     if (v > 0)
       r_py[py_n++] = v;

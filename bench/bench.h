@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <pebble.h>
 
@@ -29,10 +30,11 @@ static inline uint64_t bench_now(void) {
   return uv_hrtime();
 }
 
-/* CPU nanoseconds this process has used, all its threads (not its
- * children): what a run cost the side that dispatches, where wall time
- * also counts the workers it shares the CPUs with. */
-uint64_t bench_process_cpu_ns(void);
+/* CPU nanoseconds of `clock`: CLOCK_PROCESS_CPUTIME_ID, every thread of
+ * this process (not its children): what a run cost the side that
+ * dispatches, where wall time also counts the workers it shares the CPUs
+ * with; CLOCK_THREAD_CPUTIME_ID, the calling thread's. 0 on failure. */
+uint64_t bench_cpu_ns(clockid_t clock);
 
 /* Sorts v in place; the median of n > 0 values. */
 double bench_median(double *v, size_t n);

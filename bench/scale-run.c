@@ -41,12 +41,6 @@ static int spin_process(const void *in, size_t len, pbl_buf *out) {
 }
 PBL_PROCESS_FN(spin_process);
 
-static uint64_t thread_cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Iterations a microsecond: the fastest of several tries on this thread's
  * CPU time, so that time the thread spent descheduled (other work on the
  * machine) does not count. */
@@ -54,9 +48,9 @@ double scale_calibrate(void) {
   const uint64_t iters = 1000000;
   uint64_t best = UINT64_MAX;
   for (int i = 0; i < 15; i++) {
-    uint64_t t0 = thread_cpu_ns();
+    uint64_t t0 = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID);
     (void)spin(iters);
-    uint64_t t = thread_cpu_ns() - t0;
+    uint64_t t = bench_cpu_ns(CLOCK_THREAD_CPUTIME_ID) - t0;
     if (t < best)
       best = t;
   }
